@@ -1,0 +1,79 @@
+"""Procedural textures in object coordinates, lighting and colour temperature: pure tensor functions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+TEXTURE_KINDS = ("plain", "stripes", "checker", "dots", "marble", "tiles")
+
+
+def texture_mix(p: Tensor, kind: Tensor, freq: Tensor, phase: Tensor) -> Tensor:
+    """Mixing weight ``m ∈ [0, 1]`` between a part's two colours at part-local point ``p`` (..., 3).
+
+    plain: 0; stripes: ``sin(f y + φ)`` bands along the part axis; checker: sign of ``sin(f x + φ) sin(f y)
+    sin(f z)``; dots: a lattice of balls of radius 0.3 / f; marble: ``sin(f (x + 0.4 sin(1.7 f y + φ) + 0.3 sin(2.3 f
+    z)))``; tiles (floors): ``sin(f x + φ) sin(f z)``. Edges are soft ramps rather than steps so supersampling can resolve them.
+    """
+    x, y, z = (p * freq.unsqueeze(-1)).unbind(-1)
+    stripes = (0.5 + 2.0 * torch.sin(y + phase)).clamp(0, 1)
+    checker = (0.5 + 4.0 * torch.sin(x + phase) * torch.sin(y) * torch.sin(z)).clamp(0, 1)
+    cell = torch.stack((x, y, z), -1) / (2 * math.pi)
+    dist = (cell - cell.floor() - 0.5).norm(dim=-1)
+    dots = ((0.3 - dist) * 10.0).clamp(0, 1)
+    marble = 0.5 + 0.5 * torch.sin(x + 0.4 * torch.sin(1.7 * y + phase) + 0.3 * torch.sin(2.3 * z))
+    tiles = (0.5 + 4.0 * torch.sin(x + phase) * torch.sin(z)).clamp(0, 1)
+    m = torch.zeros_like(x)
+    for k, value in enumerate((stripes, checker, dots, marble, tiles), start=1):
+        m = torch.where(kind == k, value, m)
+    return m
+
+
+def blinn_phong(
+    albedo: Tensor,
+    normal: Tensor,
+    view: Tensor,
+    light_dir: Tensor,
+    light_rgb: Tensor,
+    ambient: float,
+    diffuse: float,
+    specular: float,
+    shininess: float,
+) -> Tensor:
+    """``c = albedo ⊙ L_rgb (k_a + k_d max(0, n·l)) + k_s L_rgb max(0, n·h)^s [n·l > 0]``, ``h = (l + v)/|l + v|``.
+
+    All direction vectors are unit length and point away from the surface (towards light and viewer).
+    """
+    ndl = (normal * light_dir).sum(-1, keepdim=True)
+    lit = albedo * light_rgb * (ambient + diffuse * ndl.clamp_min(0))
+    if specular > 0:
+        half = torch.nn.functional.normalize(light_dir + view, dim=-1)
+        ndh = (normal * half).sum(-1, keepdim=True).clamp_min(0)
+        lit = lit + specular * light_rgb * ndh.pow(shininess) * (ndl > 0)
+    return lit
+
+
+def direction(azimuth_deg: Tensor, elevation_deg: Tensor) -> Tensor:
+    """Unit vector ``(cos e sin a, sin e, cos e cos a)``: azimuth about the vertical y axis from +z, elevation up."""
+    a, e = torch.deg2rad(azimuth_deg), torch.deg2rad(elevation_deg)
+    return torch.stack((e.cos() * a.sin(), e.sin(), e.cos() * a.cos()), -1)
+
+
+_WAVELENGTHS_NM = (610.0, 550.0, 465.0)  # dominant wavelengths of the sRGB red, green and blue primaries
+
+
+def temperature_rgb(kelvin: Tensor) -> Tensor:
+    """RGB of a black body at ``kelvin``, from Planck's law at the three primaries' wavelengths.
+
+    ``B(λ, T) ∝ λ⁻⁵ / (exp(hc / λ k T) - 1)``, divided by the same at 6500 K (so D65-like light is white), then
+    by the largest channel (so the brightest channel is 1).
+    """
+    hc_over_k = 1.4387769e-2  # metre kelvin
+    lam = torch.tensor(_WAVELENGTHS_NM, dtype=torch.float64, device=kelvin.device) * 1e-9
+    t = kelvin.to(torch.float64).unsqueeze(-1)
+    planck = lam.pow(-5) / torch.expm1(hc_over_k / (lam * t))
+    white = lam.pow(-5) / torch.expm1(hc_over_k / (lam * 6500.0))
+    rgb = planck / white
+    return (rgb / rgb.amax(-1, keepdim=True)).to(torch.float32)
