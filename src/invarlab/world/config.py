@@ -4,22 +4,12 @@ Every field carries ``help`` and, where it applies, an allowed ``range`` (inclus
 metadata; :mod:`invarlab.config` validates against them and prints them in ``--help``.
 """
 
+# ruff: noqa: RUF009  (opt() returns a dataclasses.field with metadata, not a shared default)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-def opt(default, help: str, range: tuple | None = None, choices: tuple | None = None, **kw):
-    """A dataclass field with the metadata the config validator and the CLI help read."""
-    meta = {"help": help}
-    if range is not None:
-        meta["range"] = range
-    if choices is not None:
-        meta["choices"] = choices
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
-
+from invarlab.config import opt
 
 DATASET_KINDS = (
     "object_centric",
@@ -41,7 +31,9 @@ class RenderConfig:
 
     resolution: int = opt(64, "image height and width in pixels", range=(16, 1024))
     supersample: int = opt(2, "anti-aliasing: s x s samples per pixel (1 = off)", range=(1, 4))
-    fov_deg: float = opt(40.0, "vertical field of view of the perspective camera, degrees", range=(10.0, 120.0))
+    fov_deg: float = opt(
+        40.0, "vertical field of view of the perspective camera, degrees", range=(10.0, 120.0)
+    )
     ambient: float = opt(0.35, "ambient light strength", range=(0.0, 1.0))
     diffuse: float = opt(0.75, "directional (Lambertian) light strength", range=(0.0, 2.0))
     specular: float = opt(0.2, "specular (Blinn-Phong) strength; 0 disables it", range=(0.0, 2.0))
@@ -55,15 +47,25 @@ class RenderConfig:
 class FactorRanges:
     """Ranges factors are drawn from when a dataset samples them at random."""
 
-    azimuth: list[float] = opt([0.0, 360.0], "camera azimuth range, degrees [lo, hi]")
-    elevation: list[float] = opt([5.0, 40.0], "camera elevation range, degrees [lo, hi]")
-    distance: list[float] = opt([3.3, 4.2], "camera distance range, in object radii [lo, hi]")
-    position: float = opt(0.08, "max object offset from the frame centre, fraction of the frame", range=(0.0, 0.5))
-    light_elevation: list[float] = opt([20.0, 80.0], "light elevation range, degrees [lo, hi]")
-    light_temperature: list[float] = opt([3000.0, 9000.0], "light colour temperature range, kelvin [lo, hi]")
-    occluder_prob: float = opt(0.0, "probability that an object-centric image has an occluder", range=(0.0, 1.0))
-    occluder_coverage: list[float] = opt([0.1, 0.6], "covered fraction of the object when occluded [lo, hi]")
-    photo_background_prob: float = opt(0.5, "probability of a photo background (else procedural)", range=(0.0, 1.0))
+    azimuth: list[float] = opt([0.0, 360.0], "camera azimuth range, degrees [lo, hi]", interval=True)
+    elevation: list[float] = opt([5.0, 40.0], "camera elevation range, degrees [lo, hi]", interval=True)
+    distance: list[float] = opt([3.3, 4.2], "camera distance range, in object radii [lo, hi]", interval=True)
+    position: float = opt(
+        0.08, "max object offset from the frame centre, fraction of the frame", range=(0.0, 0.5)
+    )
+    light_elevation: list[float] = opt([20.0, 80.0], "light elevation range, degrees [lo, hi]", interval=True)
+    light_temperature: list[float] = opt(
+        [3000.0, 9000.0], "light colour temperature range, kelvin [lo, hi]", interval=True
+    )
+    occluder_prob: float = opt(
+        0.0, "probability that an object-centric image has an occluder", range=(0.0, 1.0)
+    )
+    occluder_coverage: list[float] = opt(
+        [0.1, 0.6], "covered fraction of the object when occluded [lo, hi]", interval=True
+    )
+    photo_background_prob: float = opt(
+        0.5, "probability of a photo background (else procedural)", range=(0.0, 1.0)
+    )
 
 
 @dataclass
@@ -73,17 +75,27 @@ class DatasetSpec:
     kind: str = opt("object_centric", "what to render", choices=DATASET_KINDS)
     num_images: int = opt(1000, "images (or frames, for clips) to render", range=(1, 10_000_000))
     seed: int = opt(0, "seed of this dataset's factor draws", range=(0, 2**31 - 1))
-    split: str = opt("train", "instance split: 'train' (first 80% of instances), 'test' (last 20%), 'all'",
-                     choices=("train", "test", "all"))
+    split: str = opt(
+        "train",
+        "instance split: 'train' (first 80% of instances), 'test' (last 20%), 'all'",
+        choices=("train", "test", "all"),
+    )
     categories: list[str] = opt([], "category names to draw from; empty = every category")
-    texture_domain: str = opt("all", "restrict object textures to one family",
-                              choices=("all", "plain", "stripes", "checker", "dots", "marble"))
-    imbalance: float = opt(1.0, "long-tail imbalance factor n_max / n_min over categories (1 = uniform)",
-                           range=(1.0, 1000.0))
-    objects_per_scene: list[int] = opt([2, 6], "scene-centric: min and max objects per scene")
+    texture_domain: str = opt(
+        "all",
+        "restrict object textures to one family",
+        choices=("all", "plain", "stripes", "checker", "dots", "marble"),
+    )
+    imbalance: float = opt(
+        1.0, "long-tail imbalance factor n_max / n_min over categories (1 = uniform)", range=(1.0, 1000.0)
+    )
+    objects_per_scene: list[int] = opt(
+        [2, 6], "scene-centric: min and max objects per scene [lo, hi]", interval=True, range=(1, None)
+    )
     clip_length: int = opt(16, "clips: frames per clip", range=(2, 1000))
-    set_size: int = opt(12, "invariance sets: images per set (viewpoints, light directions, colours)",
-                        range=(3, 360))
+    set_size: int = opt(
+        12, "invariance sets: images per set (viewpoints, light directions, colours)", range=(3, 360)
+    )
     min_box: int = opt(12, "cropped boxes: minimum box side in pixels of the scene image", range=(1, 1024))
 
 
@@ -103,4 +115,6 @@ class WorldPreset:
 
     world: WorldConfig = field(default_factory=WorldConfig)
     datasets: dict[str, DatasetSpec] = field(default_factory=dict, metadata={"help": "name -> dataset spec"})
-    cache_dir: str = opt("", "where rendered datasets are cached; empty = $INVARLAB_CACHE or ~/.cache/invarlab")
+    cache_dir: str = opt(
+        "", "where rendered datasets are cached; empty = $INVARLAB_CACHE or ~/.cache/invarlab"
+    )
