@@ -135,6 +135,21 @@ def test_render_passes_the_resolved_preset_and_prints_the_table(capsys, fake_api
     assert all("miss" in rows[n] and " 16 " in rows[n] for n in names[1:])
 
 
+def test_render_reads_path_hit_and_dataset_from_result_objects(capsys, monkeypatch, fake_api, tmp_path):
+    def render_preset(preset):
+        return {
+            name: types.SimpleNamespace(path=tmp_path / name, hit=name == "clips", dataset=[0] * (i + 3))
+            for i, name in enumerate(preset.datasets)
+        }
+
+    monkeypatch.setattr(sys.modules["invarlab.world.api"], "render_preset", render_preset)
+    code, out, err = run_main(capsys, "world", "render", "tiny")
+    assert code == 0, err
+    rows = {line.split()[1]: line.split() for line in out.splitlines() if str(tmp_path) in line}
+    assert rows["object_centric"][3:8:2] == ["3", str(tmp_path / "object_centric"), "miss"]
+    assert rows["clips"][3:8:2] == ["7", str(tmp_path / "clips"), "hit"]
+
+
 def test_config_file_replaces_preset_and_overrides_follow(capsys, fake_api, tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text("datasets:\n  only:\n    kind: clips\n    num_images: 7\n")

@@ -102,22 +102,35 @@ _CONFIG = typer.Option(
 )
 
 
+def _render_row(result: Any, start: float) -> tuple[Path, bool, int | None]:
+    """(cache path, cache hit, image count) of one ``render_preset`` result.
+
+    The result is a path, or an object with ``path`` and optionally ``hit`` and ``dataset`` (sized). Without
+    ``hit``, an entry written before the command started counts as a hit; the 1 s margin covers file systems
+    whose timestamps come from a coarse clock lagging ``time.time()``.
+    """
+    path = Path(getattr(result, "path", result))
+    hit = getattr(result, "hit", None)
+    if hit is None:
+        hit = path.exists() and path.stat().st_mtime < start - 1.0
+    dataset = getattr(result, "dataset", None)
+    return path, bool(hit), len(dataset) if hasattr(dataset, "__len__") else None
+
+
 @world_app.command(epilog=_WORLD_EPILOG)
 def render(args: list[str] | None = _ARGS, config: Path | None = _CONFIG) -> None:
     """Render the datasets of a world preset into the cache; datasets already cached are reused."""
     preset = load_world_preset(args, config)
     start = time.time()
-    paths = _world_api().render_preset(preset)
+    results = _world_api().render_preset(preset)
     table = Table(title="rendered datasets")
     for column in ("dataset", "images", "cache", "status"):
         table.add_column(column, overflow="fold")
-    for name, path in paths.items():
+    for name, result in results.items():
+        path, hit, count = _render_row(result, start)
         spec = preset.datasets.get(name)
-        path = Path(path)
-        # A cache entry written before this command started was reused (hit); anything newer was rendered now.
-        # The 1 s margin covers file systems whose timestamps come from a coarse clock lagging time.time().
-        hit = path.exists() and path.stat().st_mtime < start - 1.0
-        table.add_row(name, str(spec.num_images) if spec else "?", str(path), "hit" if hit else "miss")
+        count = count if count is not None else (spec.num_images if spec else "?")
+        table.add_row(name, str(count), str(path), "hit" if hit else "miss")
     Console().print(table)
 
 
