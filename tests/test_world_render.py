@@ -101,7 +101,12 @@ def test_boxes_enclose_the_mask(world):
     out = world.render(every_category())
     for i in range(out.images.shape[0]):
         ys, xs = torch.nonzero(out.instance_mask[i] == 1, as_tuple=True)
-        assert out.boxes[i, 0].tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+        assert out.boxes[i, 0].tolist() == [
+            xs.min().item(),
+            ys.min().item(),
+            xs.max().item() + 1,
+            ys.max().item() + 1,
+        ]
 
 
 def test_compiled_and_eager_agree():
@@ -116,11 +121,15 @@ def test_compiled_and_eager_agree():
 def _ray_hits(region, hole, origin, direction):
     o = torch.tensor(origin, dtype=torch.float32).view(1, 3)
     d = torch.tensor(direction, dtype=torch.float32).view(1, 3)
-    shell = tuple(torch.tensor(v, dtype=torch.float32).view(1, -1) for v in (region.quad, region.lo, region.hi))
+    shell = tuple(
+        torch.tensor(v, dtype=torch.float32).view(1, -1) for v in (region.quad, region.lo, region.hi)
+    )
     if hole is None:
         hole_t = (torch.tensor([[0, 0, 0, 0, 1.0]]), torch.ones(1, 3), -torch.ones(1, 3))
     else:
-        hole_t = tuple(torch.tensor(v, dtype=torch.float32).view(1, -1) for v in (hole.quad, hole.lo, hole.hi))
+        hole_t = tuple(
+            torch.tensor(v, dtype=torch.float32).view(1, -1) for v in (hole.quad, hole.lo, hole.hi)
+        )
     t, hit, face, on_hole = part_hits(o, d, shell, hole_t)
     return float(t[0]), bool(hit[0]), int(face[0]), bool(on_hole[0])
 

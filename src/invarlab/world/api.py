@@ -34,10 +34,16 @@ def render_datasets(preset: WorldPreset, progress=None) -> dict[str, Rendered]:
     out = {}
     for name, spec in preset.datasets.items():
         start = time.perf_counter()
-        ds, hit = get_or_render(cache_identity(spec, preset.world), num_images(spec),
-                                lambda spec=spec: iter_batches(spec, world), preset.cache_dir or None)
+        ds, hit = get_or_render(
+            cache_identity(spec, preset.world),
+            num_images(spec),
+            lambda spec=spec: iter_batches(spec, world),
+            preset.cache_dir or None,
+        )
         out[name] = Rendered(name, ds, hit, time.perf_counter() - start)
-        log.info("%s: %d images, %s (%.1f s)", name, len(ds), "cache hit" if hit else "rendered", out[name].seconds)
+        log.info(
+            "%s: %d images, %s (%.1f s)", name, len(ds), "cache hit" if hit else "rendered", out[name].seconds
+        )
     return out
 
 

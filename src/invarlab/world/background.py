@@ -19,8 +19,20 @@ from torch import Tensor
 BACKGROUND_KINDS = ("gradient", "stripes", "checker", "blobs", "photo")
 PHOTO_KIND = BACKGROUND_KINDS.index("photo")
 # colour photographs shipped inside the scikit-image wheel (no download)
-PHOTO_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-               "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "brick.png", "grass.png", "gravel.png", "camera.png")
+PHOTO_NAMES = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "ihc.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "camera.png",
+)
 PHOTO_SIDE = 256
 
 
@@ -63,9 +75,15 @@ def make_background(kind: Tensor, colors: Tensor, params: Tensor, height: int, w
     v = -xx * ang.sin() + yy * ang.cos()
     gradient = (u + 0.5).clamp(0, 1)
     stripes = (0.5 + 2 * torch.sin(2 * math.pi * freq * u + phase)).clamp(0, 1)
-    checker = (0.5 + 4 * torch.sin(2 * math.pi * freq * u + phase) * torch.sin(2 * math.pi * freq * v)).clamp(0, 1)
-    blobs = 0.5 + 0.25 * (torch.sin(2 * math.pi * freq * u + phase) + torch.sin(2 * math.pi * 0.7 * freq * v - phase))
-    m = torch.stack((gradient, stripes, checker, blobs, torch.zeros_like(u)), 1)[torch.arange(B), kind.clamp(0, 4)]
+    checker = (0.5 + 4 * torch.sin(2 * math.pi * freq * u + phase) * torch.sin(2 * math.pi * freq * v)).clamp(
+        0, 1
+    )
+    blobs = 0.5 + 0.25 * (
+        torch.sin(2 * math.pi * freq * u + phase) + torch.sin(2 * math.pi * 0.7 * freq * v - phase)
+    )
+    m = torch.stack((gradient, stripes, checker, blobs, torch.zeros_like(u)), 1)[
+        torch.arange(B), kind.clamp(0, 4)
+    ]
     c0, c1 = colors[:, 0].view(B, 3, 1, 1), colors[:, 1].view(B, 3, 1, 1)
     out = c0 * (1 - m[:, None]) + c1 * m[:, None]
     is_photo = kind == PHOTO_KIND

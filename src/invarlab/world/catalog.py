@@ -28,7 +28,9 @@ from .parts import (
 )
 
 P_MAX = 8  # part slots per object
-HOLE_SLOTS = 2  # parts with a hole come first, in at most this many slots (the renderer skips holes elsewhere)
+HOLE_SLOTS = (
+    2  # parts with a hole come first, in at most this many slots (the renderer skips holes elsewhere)
+)
 Y_TO_Z = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # local y along the object's z axis
 Y_TO_X = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # local y along the object's x axis
 
@@ -39,8 +41,9 @@ class Palette:
     def __init__(self, rng: np.random.Generator):
         h = rng.uniform()
         self.main = colorsys.hsv_to_rgb(h, rng.uniform(0.45, 0.9), rng.uniform(0.55, 0.95))
-        self.accent = colorsys.hsv_to_rgb((h + rng.uniform(0.25, 0.75)) % 1, rng.uniform(0.4, 0.9),
-                                          rng.uniform(0.5, 0.95))
+        self.accent = colorsys.hsv_to_rgb(
+            (h + rng.uniform(0.25, 0.75)) % 1, rng.uniform(0.4, 0.9), rng.uniform(0.5, 0.95)
+        )
         self.dark = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.1, 0.5), rng.uniform(0.12, 0.35))
         self.light = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.0, 0.15), rng.uniform(0.8, 0.97))
         self.texture = TEXTURES[rng.integers(len(TEXTURES))]
@@ -48,8 +51,17 @@ class Palette:
         self.tex_phase = float(rng.uniform(0, 2 * np.pi))
 
     def main_part(self, shell, hole=None, rot=None, centre=(0, 0, 0)) -> Part:
-        return Part(shell, hole, np.eye(3) if rot is None else rot, centre, self.main, self.accent,
-                    self.texture, self.tex_freq, self.tex_phase)
+        return Part(
+            shell,
+            hole,
+            np.eye(3) if rot is None else rot,
+            centre,
+            self.main,
+            self.accent,
+            self.texture,
+            self.tex_freq,
+            self.tex_phase,
+        )
 
     def part(self, shell, color, hole=None, rot=None, centre=(0, 0, 0)) -> Part:
         return Part(shell, hole, np.eye(3) if rot is None else rot, centre, color, color)
@@ -67,7 +79,12 @@ def _mug(rng, pal):
 
 
 def _table(rng, pal):
-    w, d, hl, th = rng.uniform(0.8, 1.2), rng.uniform(0.45, 0.9), rng.uniform(0.5, 0.9), rng.uniform(0.05, 0.1)
+    w, d, hl, th = (
+        rng.uniform(0.8, 1.2),
+        rng.uniform(0.45, 0.9),
+        rng.uniform(0.5, 0.9),
+        rng.uniform(0.05, 0.1),
+    )
     parts = [pal.main_part(box(w, th, d), centre=(0, hl + th, 0))]
     rl, m = rng.uniform(0.04, 0.08), rng.uniform(0.08, 0.15)
     round_legs = rng.uniform() < 0.5
@@ -79,12 +96,19 @@ def _table(rng, pal):
 
 
 def _chair(rng, pal):
-    w, hs, hb, th = rng.uniform(0.4, 0.55), rng.uniform(0.4, 0.6), rng.uniform(0.45, 0.8), rng.uniform(0.04, 0.07)
+    w, hs, hb, th = (
+        rng.uniform(0.4, 0.55),
+        rng.uniform(0.4, 0.6),
+        rng.uniform(0.45, 0.8),
+        rng.uniform(0.04, 0.07),
+    )
     rl = rng.uniform(0.03, 0.05)
     parts = [pal.main_part(box(w, th, w), centre=(0, hs, 0))]
     for sx in (-1, 1):
         for sz in (-1, 1):
-            parts.append(pal.part(box(rl, hs / 2, rl), pal.dark, centre=(sx * (w - rl), hs / 2, sz * (w - rl))))
+            parts.append(
+                pal.part(box(rl, hs / 2, rl), pal.dark, centre=(sx * (w - rl), hs / 2, sz * (w - rl)))
+            )
     parts.append(pal.main_part(box(w, hb / 2, th), centre=(0, hs + hb / 2, -w + th)))
     return parts
 
@@ -104,8 +128,13 @@ def _lamp(rng, pal):
 
 
 def _bottle(rng, pal):
-    r, h, rn, hn, hsh = (rng.uniform(0.2, 0.35), rng.uniform(0.45, 0.75), rng.uniform(0.07, 0.12),
-                         rng.uniform(0.12, 0.25), rng.uniform(0.1, 0.25))
+    r, h, rn, hn, hsh = (
+        rng.uniform(0.2, 0.35),
+        rng.uniform(0.45, 0.75),
+        rng.uniform(0.07, 0.12),
+        rng.uniform(0.12, 0.25),
+        rng.uniform(0.1, 0.25),
+    )
     return [
         pal.main_part(cylinder(r, h), centre=(0, h, 0)),
         pal.main_part(frustum(r, rn, hsh / 2), centre=(0, 2 * h + hsh / 2, 0)),
@@ -115,7 +144,12 @@ def _bottle(rng, pal):
 
 
 def _car(rng, pal):
-    L, W, hb, rw = rng.uniform(0.8, 1.1), rng.uniform(0.35, 0.5), rng.uniform(0.15, 0.25), rng.uniform(0.15, 0.22)
+    L, W, hb, rw = (
+        rng.uniform(0.8, 1.1),
+        rng.uniform(0.35, 0.5),
+        rng.uniform(0.15, 0.25),
+        rng.uniform(0.15, 0.22),
+    )
     lc, hc = L * rng.uniform(0.4, 0.65), rng.uniform(0.13, 0.22)
     parts = [
         pal.main_part(box(L, hb, W), centre=(0, rw + hb, 0)),
@@ -123,7 +157,9 @@ def _car(rng, pal):
     ]
     for sx in (-1, 1):
         for sz in (-1, 1):
-            parts.append(pal.part(cylinder(rw, 0.08), pal.dark, rot=Y_TO_Z, centre=(sx * L * 0.65, rw, sz * W)))
+            parts.append(
+                pal.part(cylinder(rw, 0.08), pal.dark, rot=Y_TO_Z, centre=(sx * L * 0.65, rw, sz * W))
+            )
     return parts
 
 
@@ -138,7 +174,9 @@ def _snowman(rng, pal):
         pal.part(ellipsoid(r1, r1, r1), white, centre=(0, y1, 0)),
         pal.part(ellipsoid(r2, r2, r2), white, centre=(0, y2, 0)),
         pal.part(ellipsoid(r3, r3, r3), white, centre=(0, y3, 0)),
-        pal.part(frustum(r3 * 0.18, 0.005, r3 * 0.4), (0.95, 0.45, 0.1), rot=Y_TO_Z, centre=(0, y3, r3 * 1.2)),
+        pal.part(
+            frustum(r3 * 0.18, 0.005, r3 * 0.4), (0.95, 0.45, 0.1), rot=Y_TO_Z, centre=(0, y3, r3 * 1.2)
+        ),
         pal.part(cylinder(r3 * 0.9, 0.025), pal.dark, centre=(0, y3 + r3 * 0.85, 0)),
         pal.main_part(cylinder(r3 * 0.6, hat_h / 2), centre=(0, y3 + r3 * 0.85 + hat_h / 2, 0)),
     ]
@@ -160,8 +198,17 @@ def _tree(rng, pal):
     n, y, r = int(rng.integers(2, 4)), ht, rng.uniform(0.45, 0.6)
     for _ in range(n):
         hh = rng.uniform(0.22, 0.32)
-        part = Part(frustum(r, 0.01, hh), None, np.eye(3), (0, y + hh, 0), green, pal.accent, pal.texture,
-                    pal.tex_freq, pal.tex_phase)
+        part = Part(
+            frustum(r, 0.01, hh),
+            None,
+            np.eye(3),
+            (0, y + hh, 0),
+            green,
+            pal.accent,
+            pal.texture,
+            pal.tex_freq,
+            pal.tex_phase,
+        )
         parts.append(part)
         y, r = y + hh * 1.1, r * 0.75
     return parts
@@ -278,12 +325,24 @@ def _scaled(p: Part, centre: np.ndarray, s: float) -> Part:
     def reg(r):
         a0, a1, a2, a3, a4 = r.quad
         # q(p/s) scaled: coefficients of x², y², z² divide by s², the linear one by s
-        return type(r)((a0 / s**2, a1 / s**2, a2 / s**2, a3 / s, a4), tuple(np.array(r.lo) * s),
-                       tuple(np.array(r.hi) * s))
+        return type(r)(
+            (a0 / s**2, a1 / s**2, a2 / s**2, a3 / s, a4),
+            tuple(np.array(r.lo) * s),
+            tuple(np.array(r.hi) * s),
+        )
 
     c = (np.array(p.centre) - centre) * s
-    return Part(reg(p.shell), None if p.hole is None else reg(p.hole), p.rot, tuple(c), p.color, p.color2,
-                p.texture, p.tex_freq / s, p.tex_phase)
+    return Part(
+        reg(p.shell),
+        None if p.hole is None else reg(p.hole),
+        p.rot,
+        tuple(c),
+        p.color,
+        p.color2,
+        p.texture,
+        p.tex_freq / s,
+        p.tex_phase,
+    )
 
 
 @dataclass
@@ -325,12 +384,19 @@ def build_catalog(seed: int = 0, instances_per_category: int = 50) -> Catalog:
         return _CACHE[key]
     C, I = len(CATEGORY_NAMES), instances_per_category
     arr = {
-        "quad": np.zeros((C, I, P_MAX, 5)), "lo": np.zeros((C, I, P_MAX, 3)), "hi": np.zeros((C, I, P_MAX, 3)),
-        "hquad": np.zeros((C, I, P_MAX, 5)), "hlo": np.zeros((C, I, P_MAX, 3)),
-        "hhi": np.zeros((C, I, P_MAX, 3)), "rot": np.tile(np.eye(3), (C, I, P_MAX, 1, 1)),
-        "centre": np.zeros((C, I, P_MAX, 3)), "color": np.zeros((C, I, P_MAX, 3)),
-        "color2": np.zeros((C, I, P_MAX, 3)), "texture": np.zeros((C, I, P_MAX, 3)),
-        "valid": np.zeros((C, I, P_MAX), bool), "bottom": np.zeros((C, I)),
+        "quad": np.zeros((C, I, P_MAX, 5)),
+        "lo": np.zeros((C, I, P_MAX, 3)),
+        "hi": np.zeros((C, I, P_MAX, 3)),
+        "hquad": np.zeros((C, I, P_MAX, 5)),
+        "hlo": np.zeros((C, I, P_MAX, 3)),
+        "hhi": np.zeros((C, I, P_MAX, 3)),
+        "rot": np.tile(np.eye(3), (C, I, P_MAX, 1, 1)),
+        "centre": np.zeros((C, I, P_MAX, 3)),
+        "color": np.zeros((C, I, P_MAX, 3)),
+        "color2": np.zeros((C, I, P_MAX, 3)),
+        "texture": np.zeros((C, I, P_MAX, 3)),
+        "valid": np.zeros((C, I, P_MAX), bool),
+        "bottom": np.zeros((C, I)),
     }
     for c in range(C):
         for i in range(I):
@@ -341,17 +407,23 @@ def build_catalog(seed: int = 0, instances_per_category: int = 50) -> Catalog:
             for k in range(P_MAX):
                 if k < len(parts):
                     p = parts[k]
-                    hole = p.hole.__dict__ if p.hole is not None else dict(zip(("quad", "lo", "hi"), EMPTY))
+                    hole = p.hole.__dict__ if p.hole is not None else dict(zip(("quad", "lo", "hi"), EMPTY, strict=False))
                     values = (p.shell.quad, p.shell.lo, p.shell.hi, hole["quad"], hole["lo"], hole["hi"])
                     tex = (TEXTURES.index(p.texture), p.tex_freq, p.tex_phase)
                     arr["rot"][c, i, k], arr["centre"][c, i, k] = p.rot, p.centre
-                    arr["color"][c, i, k], arr["color2"][c, i, k], arr["texture"][c, i, k] = p.color, p.color2, tex
+                    arr["color"][c, i, k], arr["color2"][c, i, k], arr["texture"][c, i, k] = (
+                        p.color,
+                        p.color2,
+                        tex,
+                    )
                     arr["valid"][c, i, k] = True
                 else:
                     values = EMPTY + EMPTY
-                for name, v in zip(("quad", "lo", "hi", "hquad", "hlo", "hhi"), values):
+                for name, v in zip(("quad", "lo", "hi", "hquad", "hlo", "hhi"), values, strict=False):
                     arr[name][c, i, k] = v
-    tensors = {k: torch.as_tensor(v, dtype=torch.bool if v.dtype == bool else torch.float32) for k, v in arr.items()}
+    tensors = {
+        k: torch.as_tensor(v, dtype=torch.bool if v.dtype == bool else torch.float32) for k, v in arr.items()
+    }
     cat = Catalog(seed=seed, instances_per_category=I, **tensors)
     _CACHE[key] = cat
     return cat

@@ -49,7 +49,7 @@ class FactorRanges:
 
     azimuth: list[float] = opt([0.0, 360.0], "camera azimuth range, degrees [lo, hi]", interval=True)
     elevation: list[float] = opt([5.0, 40.0], "camera elevation range, degrees [lo, hi]", interval=True)
-    distance: list[float] = opt([3.3, 4.2], "camera distance range, in object radii [lo, hi]", interval=True)
+    distance: list[float] = opt([2.7, 3.3], "camera distance range, in object radii [lo, hi]", interval=True)
     position: float = opt(
         0.08, "max object offset from the frame centre, fraction of the frame", range=(0.0, 0.5)
     )

@@ -119,16 +119,26 @@ def _crop(out: RenderOutput, b: Tensor, o: Tensor, res: int, round_: int) -> dic
     theta[:, 0, 0] = theta[:, 1, 1] = side / H
     theta[:, 0, 2], theta[:, 1, 2] = cx / H * 2 - 1, cy / H * 2 - 1
     grid = F.affine_grid(theta, [len(b), 1, res, res], align_corners=False)
-    img = F.grid_sample(out.images[b].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    img = F.grid_sample(
+        out.images[b].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     inst = F.grid_sample(out.instance_mask[b, None].float(), grid, mode="nearest", align_corners=False)[:, 0]
     cat = F.grid_sample(out.category_mask[b, None].float(), grid, mode="nearest", align_corners=False)[:, 0]
     own = inst == (o + 1).view(-1, 1, 1)
-    new_box = (out.boxes[b, o] - torch.stack((cx - side / 2, cy - side / 2) * 2, -1)) * (res / side).view(-1, 1)
+    new_box = (out.boxes[b, o] - torch.stack((cx - side / 2, cy - side / 2) * 2, -1)) * (res / side).view(
+        -1, 1
+    )
     meta = out.factors.index(b).records()
-    meta.update({"scene_round": np.full(len(b), round_), "scene_index": b.numpy(), "crop_object": o.numpy(),
-                 "crop_category": out.factors.category[b, o].numpy(),
-                 "crop_instance": out.factors.instance[b, o].numpy(),
-                 "visible_fraction_0": out.visible_fraction[b, o].numpy()})
+    meta.update(
+        {
+            "scene_round": np.full(len(b), round_),
+            "scene_index": b.numpy(),
+            "crop_object": o.numpy(),
+            "crop_category": out.factors.category[b, o].numpy(),
+            "crop_instance": out.factors.instance[b, o].numpy(),
+            "visible_fraction_0": out.visible_fraction[b, o].numpy(),
+        }
+    )
     return {
         "images": img.round().clamp(0, 255).to(torch.uint8).numpy(),
         "instance_mask": own.to(torch.uint8).numpy(),

@@ -23,7 +23,9 @@ class Factors:
     yaw: Tensor  # (B, O) object rotation about the vertical axis, degrees
     position: Tensor  # (B, O, 3) object centre in the world
     scale: Tensor  # (B, O) object radius
-    texture_override: Tensor  # (B, O) long: -1 keeps the instance's textures, else a texture kind for all parts
+    texture_override: (
+        Tensor  # (B, O) long: -1 keeps the instance's textures, else a texture kind for all parts
+    )
     azimuth: Tensor  # (B,) camera azimuth about the target, degrees (0 = looking at the object's front, +z)
     elevation: Tensor  # (B,) camera elevation, degrees
     distance: Tensor  # (B,) camera distance to the target
@@ -72,11 +74,13 @@ class Factors:
             occluder_anchor=z + 0.5,
             occluder_rgb=torch.full((batch, 3), 0.5, device=device),
             background_kind=torch.zeros(batch, dtype=torch.long, device=device),
-            background_colors=torch.tensor([[0.55, 0.55, 0.6], [0.3, 0.3, 0.35]], device=device).expand(batch, 2, 3)
+            background_colors=torch.tensor([[0.55, 0.55, 0.6], [0.3, 0.3, 0.35]], device=device)
+            .expand(batch, 2, 3)
             .clone(),
             background_params=torch.tensor([90.0, 3.0, 0.0, 0.0], device=device).expand(batch, 4).clone(),
             floor=torch.zeros(batch, dtype=torch.bool, device=device),
-            floor_colors=torch.tensor([[0.7, 0.7, 0.68], [0.45, 0.45, 0.42]], device=device).expand(batch, 2, 3)
+            floor_colors=torch.tensor([[0.7, 0.7, 0.68], [0.45, 0.45, 0.42]], device=device)
+            .expand(batch, 2, 3)
             .clone(),
         )
 
@@ -98,9 +102,18 @@ class Factors:
         extra = n - self.batch_size
         if extra <= 0:
             return self
-        return replace(self, **{f.name: torch.cat([getattr(self, f.name),
-                                                   getattr(self, f.name)[-1:].expand(extra, *getattr(self, f.name).shape[1:])])
-                                for f in fields(self)})
+        return replace(
+            self,
+            **{
+                f.name: torch.cat(
+                    [
+                        getattr(self, f.name),
+                        getattr(self, f.name)[-1:].expand(extra, *getattr(self, f.name).shape[1:]),
+                    ]
+                )
+                for f in fields(self)
+            },
+        )
 
     @staticmethod
     def cat(items: list[Factors]) -> Factors:
@@ -112,7 +125,7 @@ class Factors:
     def with_objects(self, width: int) -> Factors:
         """Pad the object dimension to ``width`` empty slots (category -1)."""
         O = self.category.shape[1]
-        if O >= width:
+        if width <= O:
             return self
         pad = Factors.default(self.batch_size, width - O, self.category.device)
         out = {}

@@ -29,7 +29,9 @@ class Region:
 class Part:
     shell: Region
     hole: Region | None = None
-    rot: np.ndarray = field(default_factory=lambda: np.eye(3))  # rows: the part's local axes in the object frame
+    rot: np.ndarray = field(
+        default_factory=lambda: np.eye(3)
+    )  # rows: the part's local axes in the object frame
     centre: tuple = (0.0, 0.0, 0.0)
     color: tuple = (0.8, 0.8, 0.8)
     color2: tuple = (0.2, 0.2, 0.2)
@@ -48,7 +50,9 @@ def box(hx: float, hy: float, hz: float) -> Region:
     return Region((BOX_EPS, BOX_EPS, BOX_EPS, 0.0, -1.0), (-hx, -hy, -hz), (hx, hy, hz))
 
 
-def ellipsoid(rx: float, ry: float, rz: float, y_lo: float | None = None, y_hi: float | None = None) -> Region:
+def ellipsoid(
+    rx: float, ry: float, rz: float, y_lo: float | None = None, y_hi: float | None = None
+) -> Region:
     """Ellipsoid with semi-axes (rx, ry, rz), optionally cut by planes y = y_lo / y_hi (domes, caps)."""
     lo = (-rx, -ry if y_lo is None else y_lo, -rz)
     hi = (rx, ry if y_hi is None else y_hi, rz)
@@ -56,8 +60,11 @@ def ellipsoid(rx: float, ry: float, rz: float, y_lo: float | None = None, y_hi: 
 
 
 def cylinder(r: float, hy: float, y_lo: float | None = None, y_hi: float | None = None) -> Region:
-    return Region((1 / r**2, 0.0, 1 / r**2, 0.0, -1.0), (-r, -hy if y_lo is None else y_lo, -r),
-                  (r, hy if y_hi is None else y_hi, r))
+    return Region(
+        (1 / r**2, 0.0, 1 / r**2, 0.0, -1.0),
+        (-r, -hy if y_lo is None else y_lo, -r),
+        (r, hy if y_hi is None else y_hi, r),
+    )
 
 
 def frustum(r_bottom: float, r_top: float, hy: float) -> Region:
@@ -68,7 +75,9 @@ def frustum(r_bottom: float, r_top: float, hy: float) -> Region:
     rm = 0.5 * (r_bottom + r_top)
     k = (r_top - r_bottom) / (2 * hy)
     rmax = max(r_bottom, r_top)
-    return Region((1 / rm**2, -(k**2) / rm**2, 1 / rm**2, -2 * k / rm, -1.0), (-rmax, -hy, -rmax), (rmax, hy, rmax))
+    return Region(
+        (1 / rm**2, -(k**2) / rm**2, 1 / rm**2, -2 * k / rm, -1.0), (-rmax, -hy, -rmax), (rmax, hy, rmax)
+    )
 
 
 def rot_x(deg: float) -> np.ndarray:

@@ -47,12 +47,25 @@ def _kernel(
     o_local: Tensor,  # (B, P, 3) camera position in each part's frame; P = O * P_MAX (+ 1 floor)
     m: Tensor,  # (B, P, 3, 3) world direction -> part-local direction
     dirs: Tensor,  # (B, R, 3) world ray directions (not normalised)
-    quad: Tensor, lo: Tensor, hi: Tensor, hquad: Tensor, hlo: Tensor, hhi: Tensor,  # (B, P, 5|3)
+    quad: Tensor,
+    lo: Tensor,
+    hi: Tensor,
+    hquad: Tensor,
+    hlo: Tensor,
+    hhi: Tensor,  # (B, P, 5|3)
     obj: Tensor,  # (B, P) object index, -1 for the floor and empty slots
-    color: Tensor, color2: Tensor, tex: Tensor,  # (B, P, 3)
-    light_dir: Tensor, light_rgb: Tensor,  # (B, 3)
+    color: Tensor,
+    color2: Tensor,
+    tex: Tensor,  # (B, P, 3)
+    light_dir: Tensor,
+    light_rgb: Tensor,  # (B, 3)
     background: Tensor,  # (B, R, 3)
-    n_objects: int, has_floor: bool, ambient: float, diffuse: float, specular: float, shininess: float,
+    n_objects: int,
+    has_floor: bool,
+    ambient: float,
+    diffuse: float,
+    specular: float,
+    shininess: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     B, P, R, O = quad.shape[0], quad.shape[1], dirs.shape[1], n_objects
     # hot loop: distance to every part along every ray; holes only in the first HOLE_SLOTS slots of an object
@@ -64,13 +77,18 @@ def _kernel(
 
     d_obj = d_local[:, : O * P_MAX].reshape(B, O, P_MAX, R, 3)
     t_holed = holed_distance(
-        obj_view(o_local, 0, HOLE_SLOTS), d_obj[:, :, :HOLE_SLOTS],
+        obj_view(o_local, 0, HOLE_SLOTS),
+        d_obj[:, :, :HOLE_SLOTS],
         (obj_view(quad, 0, HOLE_SLOTS), obj_view(lo, 0, HOLE_SLOTS), obj_view(hi, 0, HOLE_SLOTS)),
         (obj_view(hquad, 0, HOLE_SLOTS), obj_view(hlo, 0, HOLE_SLOTS), obj_view(hhi, 0, HOLE_SLOTS)),
     )
-    t_plain = shell_distance(obj_view(o_local, HOLE_SLOTS, P_MAX), d_obj[:, :, HOLE_SLOTS:],
-                             obj_view(quad, HOLE_SLOTS, P_MAX), obj_view(lo, HOLE_SLOTS, P_MAX),
-                             obj_view(hi, HOLE_SLOTS, P_MAX))
+    t_plain = shell_distance(
+        obj_view(o_local, HOLE_SLOTS, P_MAX),
+        d_obj[:, :, HOLE_SLOTS:],
+        obj_view(quad, HOLE_SLOTS, P_MAX),
+        obj_view(lo, HOLE_SLOTS, P_MAX),
+        obj_view(hi, HOLE_SLOTS, P_MAX),
+    )
     t_obj, slot = torch.cat((t_holed, t_plain), 2).min(2)  # (B, O, R)
     amodal = t_obj < 0.5 * BIG
     t_min, best_obj = t_obj.min(1)
@@ -88,7 +106,9 @@ def _kernel(
     m_r = pick(m.reshape(B, P, 9)).view(B, R, 3, 3)
     d_r = (m_r * dirs.unsqueeze(2)).sum(-1)
     o_r = pick(o_local)
-    _, _, face_r, hole_r = part_hits(o_r, d_r, (pick(quad), pick(lo), pick(hi)), (pick(hquad), pick(hlo), pick(hhi)))
+    _, _, face_r, hole_r = part_hits(
+        o_r, d_r, (pick(quad), pick(lo), pick(hi)), (pick(hquad), pick(hlo), pick(hhi))
+    )
     p_r = o_r + t_min.clamp_max(1e3).unsqueeze(-1) * d_r
     quad_r = torch.where(hole_r.unsqueeze(-1), pick(hquad), pick(quad))
     n_local = surface_normal(p_r, d_r, face_r, quad_r)
@@ -97,8 +117,17 @@ def _kernel(
     mix = texture_mix(p_r, tex_r[..., 0].round(), tex_r[..., 1], tex_r[..., 2]).unsqueeze(-1)
     albedo = pick(color) * (1 - mix) + pick(color2) * mix
     view = -F.normalize(dirs, dim=-1)
-    lit = blinn_phong(albedo, normal, view, light_dir.unsqueeze(1), light_rgb.unsqueeze(1),
-                      ambient, diffuse, specular, shininess)
+    lit = blinn_phong(
+        albedo,
+        normal,
+        view,
+        light_dir.unsqueeze(1),
+        light_rgb.unsqueeze(1),
+        ambient,
+        diffuse,
+        specular,
+        shininess,
+    )
     rgb = torch.where(any_hit.unsqueeze(-1), lit, background * light_rgb.unsqueeze(1))
     label = torch.where(any_hit, torch.gather(obj, 1, part), torch.full_like(part, -1))
     depth = torch.where(any_hit, t_min * dirs.norm(dim=-1), torch.full_like(t_min, math.inf))
@@ -127,7 +156,9 @@ class World:
         self.config = config or WorldConfig()
         self.render_config: RenderConfig = self.config.render
         self.device = torch.device(self.render_config.device)
-        self.catalog: Catalog = build_catalog(self.config.seed, self.config.instances_per_category).to(self.device)
+        self.catalog: Catalog = build_catalog(self.config.seed, self.config.instances_per_category).to(
+            self.device
+        )
         self._compiled = None
         self._use_compile = self.render_config.compile
 
@@ -141,8 +172,23 @@ class World:
         cat, B = self.catalog, f.category.shape[0]
         present = f.category >= 0
         c, i = f.category.clamp_min(0), f.instance.clamp_min(0) % cat.instances_per_category
-        take = {k: getattr(cat, k)[c, i] for k in ("quad", "lo", "hi", "hquad", "hlo", "hhi", "rot", "centre",
-                                                 "color", "color2", "texture", "valid")}
+        take = {
+            k: getattr(cat, k)[c, i]
+            for k in (
+                "quad",
+                "lo",
+                "hi",
+                "hquad",
+                "hlo",
+                "hhi",
+                "rot",
+                "centre",
+                "color",
+                "color2",
+                "texture",
+                "valid",
+            )
+        }
         tex = take["texture"].clone()
         override = f.texture_override.unsqueeze(-1).expand_as(tex[..., 0])
         tex[..., 0] = torch.where(override >= 0, override.to(tex.dtype), tex[..., 0])
@@ -194,7 +240,7 @@ class World:
         for start in range(0, B, chunk):
             part = factors.slice(start, min(start + chunk, B))
             n = part.category.shape[0]
-            if n < chunk and B > chunk:
+            if n < chunk and chunk < B:
                 part = part.pad_to(chunk)
             outs.append(_slice_output(self._render_chunk(part), n))
         return _cat_outputs(outs, factors)
@@ -207,26 +253,57 @@ class World:
         rc = self.render_config
         H = W = rc.resolution
         s = rc.supersample
-        B, O = f.category.shape
+        _B, O = f.category.shape
         cam_pos, cam_rot = self._camera(f)
         focal = 0.5 * H / math.tan(math.radians(rc.fov_deg) / 2)
         coords = _sample_coords(H, W, s, self.device)  # (R, 2) pixel units (x, y)
         x = (coords[:, 0].view(1, -1) - W / 2 - f.shift[:, :1] * W) / focal
         y = -(coords[:, 1].view(1, -1) - H / 2 - f.shift[:, 1:] * H) / focal
-        dirs = x.unsqueeze(-1) * cam_rot[:, None, 0] + y.unsqueeze(-1) * cam_rot[:, None, 1] + cam_rot[:, None, 2]
+        dirs = (
+            x.unsqueeze(-1) * cam_rot[:, None, 0]
+            + y.unsqueeze(-1) * cam_rot[:, None, 1]
+            + cam_rot[:, None, 2]
+        )
         parts = self._parts(f, cam_pos)
         bg = make_background(f.background_kind, f.background_colors, f.background_params, H, W)
         bg = bg.repeat_interleave(s, 2).repeat_interleave(s, 3).flatten(2).transpose(1, 2)
         light_dir = direction(f.light_azimuth, f.light_elevation)
         rgb, label, depth, amodal = self._run_kernel(
-            parts["o_local"], parts["m"], dirs, parts["quad"], parts["lo"], parts["hi"], parts["hquad"],
-            parts["hlo"], parts["hhi"], parts["obj"], parts["color"], parts["color2"], parts["texture"],
-            light_dir, f.light_rgb, bg, n_objects=O, has_floor=bool(f.floor.any()), ambient=rc.ambient, diffuse=rc.diffuse,
-            specular=rc.specular, shininess=rc.shininess,
+            parts["o_local"],
+            parts["m"],
+            dirs,
+            parts["quad"],
+            parts["lo"],
+            parts["hi"],
+            parts["hquad"],
+            parts["hlo"],
+            parts["hhi"],
+            parts["obj"],
+            parts["color"],
+            parts["color2"],
+            parts["texture"],
+            light_dir,
+            f.light_rgb,
+            bg,
+            n_objects=O,
+            has_floor=bool(f.floor.any()),
+            ambient=rc.ambient,
+            diffuse=rc.diffuse,
+            specular=rc.specular,
+            shininess=rc.shininess,
         )
         covered = _occluder_cover(f, amodal[:, 0], coords)
-        occ_rgb = blinn_phong(f.occluder_rgb, -cam_rot[:, 2], -cam_rot[:, 2], light_dir, f.light_rgb,
-                              rc.ambient, rc.diffuse, 0.0, 1.0)
+        occ_rgb = blinn_phong(
+            f.occluder_rgb,
+            -cam_rot[:, 2],
+            -cam_rot[:, 2],
+            light_dir,
+            f.light_rgb,
+            rc.ambient,
+            rc.diffuse,
+            0.0,
+            1.0,
+        )
         rgb = torch.where(covered.unsqueeze(-1), occ_rgb.unsqueeze(1), rgb)
         label = torch.where(covered, torch.full_like(label, O), label)
         return _finish(f, rgb, label, depth, amodal, covered, H, W, s)
@@ -241,8 +318,12 @@ def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict
         "m": torch.eye(3, device=dev).expand(B, 1, 3, 3),
         "obj": torch.full((B, 1), -1, device=dev, dtype=torch.long),
         "quad": torch.tensor([1e-8, 1e-8, 1e-8, 0.0, -1.0], device=dev).expand(B, 1, 5),
-        "lo": torch.where(on.unsqueeze(-1), torch.tensor([-60.0, -0.05, -60.0], device=dev), torch.ones(3, device=dev)),
-        "hi": torch.where(on.unsqueeze(-1), torch.tensor([60.0, 0.05, 60.0], device=dev), -torch.ones(3, device=dev)),
+        "lo": torch.where(
+            on.unsqueeze(-1), torch.tensor([-60.0, -0.05, -60.0], device=dev), torch.ones(3, device=dev)
+        ),
+        "hi": torch.where(
+            on.unsqueeze(-1), torch.tensor([60.0, 0.05, 60.0], device=dev), -torch.ones(3, device=dev)
+        ),
         "hquad": torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], device=dev).expand(B, 1, 5),
         "hlo": torch.ones(B, 1, 3, device=dev),
         "hhi": -torch.ones(B, 1, 3, device=dev),
@@ -303,17 +384,26 @@ def _finish(f, rgb, label, depth, amodal, covered, H, W, s) -> RenderOutput:
     votes = F.avg_pool2d((label.view(*grid, 1) == codes).permute(0, 3, 1, 2).float(), s)
     pix = codes[votes.argmax(1)]  # (B, H, W) majority label per pixel
     inst = torch.where(pix == O, OCCLUDER_LABEL, pix + 1).to(torch.uint8)
-    cats = torch.where((pix >= 0) & (pix < O), f.category.gather(1, pix.clamp(0, O - 1).flatten(1)).view(B, H, W) + 1,
-                       torch.zeros_like(pix)).to(torch.uint8)
+    cats = torch.where(
+        (pix >= 0) & (pix < O),
+        f.category.gather(1, pix.clamp(0, O - 1).flatten(1)).view(B, H, W) + 1,
+        torch.zeros_like(pix),
+    ).to(torch.uint8)
     area = amodal.sum(-1)
     visible = (label.unsqueeze(1) == torch.arange(O, device=label.device).view(1, O, 1)).sum(-1)
     occluded = (covered & amodal[:, 0]).sum(-1) / area[:, 0].clamp_min(1)
     obj_pix = pix.unsqueeze(1) == torch.arange(O, device=pix.device).view(1, O, 1, 1)
     amodal_pix = F.max_pool2d(amodal.view(B, O, H * s, W * s).float(), s) > 0
     return RenderOutput(
-        images=images, instance_mask=inst, category_mask=cats, boxes=_boxes(obj_pix),
-        amodal_boxes=_boxes(amodal_pix), visible_fraction=visible / area.clamp_min(1),
-        occluded_fraction=occluded, depth=depth.view(*grid)[:, ::s, ::s], factors=f,
+        images=images,
+        instance_mask=inst,
+        category_mask=cats,
+        boxes=_boxes(obj_pix),
+        amodal_boxes=_boxes(amodal_pix),
+        visible_fraction=visible / area.clamp_min(1),
+        occluded_fraction=occluded,
+        depth=depth.view(*grid)[:, ::s, ::s],
+        factors=f,
     )
 
 
@@ -330,14 +420,21 @@ def _boxes(mask: Tensor) -> Tensor:
 
 
 def _slice_output(out: RenderOutput, n: int) -> RenderOutput:
-    return replace(out, **{k.name: getattr(out, k.name)[:n] for k in fields(out) if k.name != "factors"},
-                   factors=out.factors.slice(0, n))
+    return replace(
+        out,
+        **{k.name: getattr(out, k.name)[:n] for k in fields(out) if k.name != "factors"},
+        factors=out.factors.slice(0, n),
+    )
 
 
 def _cat_outputs(outs: list[RenderOutput], factors: Factors) -> RenderOutput:
     if len(outs) == 1:
         return replace(outs[0], factors=factors)
-    cat = {k.name: torch.cat([getattr(o, k.name) for o in outs]) for k in fields(RenderOutput) if k.name != "factors"}
+    cat = {
+        k.name: torch.cat([getattr(o, k.name) for o in outs])
+        for k in fields(RenderOutput)
+        if k.name != "factors"
+    }
     return RenderOutput(**cat, factors=factors)
 
 

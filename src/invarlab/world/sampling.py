@@ -54,12 +54,16 @@ def long_tail_counts(total: int, n_categories: int, imbalance: float) -> Tensor:
 def instance_range(spec: DatasetSpec, per_category: int) -> tuple[int, int]:
     """Instance ids of a split: train the first 80%, test the rest, all everything."""
     cut = max(1, min(per_category - 1, round(per_category * TRAIN_FRACTION))) if per_category > 1 else 1
-    return {"train": (0, cut), "test": (cut if per_category > 1 else 0, per_category), "all": (0, per_category)}[
-        spec.split
-    ]
+    return {
+        "train": (0, cut),
+        "test": (cut if per_category > 1 else 0, per_category),
+        "all": (0, per_category),
+    }[spec.split]
 
 
-def draw_objects(n: int, spec: DatasetSpec, world: WorldConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+def draw_objects(
+    n: int, spec: DatasetSpec, world: WorldConfig, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Category and instance of ``n`` objects; category counts follow the long-tail profile exactly."""
     cats = torch.tensor(category_ids(spec))
     counts = long_tail_counts(n, len(cats), spec.imbalance)
@@ -87,10 +91,18 @@ def draw_backgrounds(f: Factors, r: FactorRanges, gen: torch.Generator) -> None:
     procedural = torch.randint(0, PHOTO_KIND, (n,), generator=gen)
     f.background_kind = torch.where(photo, PHOTO_KIND, procedural)
     f.background_colors = torch.rand(n, 2, 3, generator=gen) * 0.8 + 0.1
-    proc = torch.stack((uniform(gen, n, 0, 180), uniform(gen, n, 1.5, 5), uniform(gen, n, 0, 6.28),
-                        torch.zeros(n)), 1)
-    pics = torch.stack((torch.randint(0, len(PHOTO_NAMES), (n,), generator=gen).float(), torch.rand(n, generator=gen),
-                        torch.rand(n, generator=gen), uniform(gen, n, 0.25, 0.7)), 1)
+    proc = torch.stack(
+        (uniform(gen, n, 0, 180), uniform(gen, n, 1.5, 5), uniform(gen, n, 0, 6.28), torch.zeros(n)), 1
+    )
+    pics = torch.stack(
+        (
+            torch.randint(0, len(PHOTO_NAMES), (n,), generator=gen).float(),
+            torch.rand(n, generator=gen),
+            torch.rand(n, generator=gen),
+            uniform(gen, n, 0.25, 0.7),
+        ),
+        1,
+    )
     f.background_params = torch.where(photo.unsqueeze(-1), pics, proc)
 
 
@@ -157,8 +169,13 @@ def _scatter_on_floor(n: int, O: int, scale: Tensor, gen: torch.Generator, radiu
         for o in range(O):
             for _ in range(50):
                 a, rr = torch.rand(2, generator=gen).tolist()
-                p = torch.tensor([radius * rr**0.5 * torch.cos(torch.tensor(a * 6.283)).item(), 0.0,
-                                  radius * rr**0.5 * torch.sin(torch.tensor(a * 6.283)).item()])
+                p = torch.tensor(
+                    [
+                        radius * rr**0.5 * torch.cos(torch.tensor(a * 6.283)).item(),
+                        0.0,
+                        radius * rr**0.5 * torch.sin(torch.tensor(a * 6.283)).item(),
+                    ]
+                )
                 gap = (pos[b, :o] - p).norm(dim=-1) - 0.8 * (scale[b, :o] + scale[b, o])
                 if o == 0 or bool((gap > 0).all()):
                     break

@@ -32,7 +32,9 @@ def set_size(spec: DatasetSpec) -> int:
     return spec.set_size
 
 
-def invariance_set(spec: DatasetSpec, world: WorldConfig, gen: torch.Generator) -> tuple[Factors, dict[str, Tensor]]:
+def invariance_set(
+    spec: DatasetSpec, world: WorldConfig, gen: torch.Generator
+) -> tuple[Factors, dict[str, Tensor]]:
     """Factors of ``num_images // set_size`` sets (whole sets only) and their ``set_id``/``class_id``/``sweep``."""
     k = set_size(spec)
     n_sets = max(1, spec.num_images // k)
@@ -55,8 +57,9 @@ def invariance_set(spec: DatasetSpec, world: WorldConfig, gen: torch.Generator) 
         f.light_temperature = kelvin[step]
         f.light_rgb = temperature_rgb(f.light_temperature)
     elif spec.kind == "occlusion":
-        f.occluder_shape = base.occluder_shape.new_tensor(torch.randint(1, 3, (n_sets,), generator=gen)
-                                                          ).repeat_interleave(k)
+        f.occluder_shape = base.occluder_shape.new_tensor(
+            torch.randint(1, 3, (n_sets,), generator=gen)
+        ).repeat_interleave(k)
         f.occluder_coverage = step / 10.0
         class_id = f.category[:, 0].clone()
     elif spec.kind == "instance":
@@ -71,11 +74,15 @@ def invariance_set(spec: DatasetSpec, world: WorldConfig, gen: torch.Generator) 
     return f, {"set_id": set_id, "class_id": class_id, "sweep": step, **viewpoint_bins(f)}
 
 
-def _instances_per_bin(f: Factors, spec: DatasetSpec, world: WorldConfig, gen, n_sets: int, k: int) -> Factors:
+def _instances_per_bin(
+    f: Factors, spec: DatasetSpec, world: WorldConfig, gen, n_sets: int, k: int
+) -> Factors:
     """Give each image of a set a different instance of the set's category, viewpoint inside the set's bin."""
     lo, hi = instance_range(spec, world.instances_per_category)
     if hi - lo < k:
-        raise ValueError(f"instance sets need {k} instances per category in split '{spec.split}', have {hi - lo}")
+        raise ValueError(
+            f"instance sets need {k} instances per category in split '{spec.split}', have {hi - lo}"
+        )
     inst = torch.stack([lo + torch.randperm(hi - lo, generator=gen)[:k] for _ in range(n_sets)]).flatten()
     f.instance[:, 0] = inst
     az_bin = (f.azimuth % 180 // 30).floor()

@@ -17,8 +17,16 @@ from .store import RenderedDataset
 
 LABEL_WIDTH = 110
 SWEEP = 10  # images per sweep row
-TRACK_COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-                (70, 240, 240), (240, 50, 230)]
+TRACK_COLORS = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+]
 
 
 def factor_sweeps(world: World, category: int = 0, instance: int = 0) -> list[tuple[str, Factors]]:
@@ -62,9 +70,12 @@ def factor_sweeps(world: World, category: int = 0, instance: int = 0) -> list[tu
         rows.append((name, f))
     f = base()
     f.background_kind = torch.arange(n) % (PHOTO_KIND + 1)
-    f.background_params = torch.stack((torch.full((n,), 30.0), torch.full((n,), 3.0), torch.zeros(n),
-                                       torch.full((n,), 0.5)), 1)
-    f.background_params[f.background_kind == PHOTO_KIND] = torch.tensor([[1.0, 0.5, 0.4, 0.5], [2.0, 0.5, 0.5, 0.5]])
+    f.background_params = torch.stack(
+        (torch.full((n,), 30.0), torch.full((n,), 3.0), torch.zeros(n), torch.full((n,), 0.5)), 1
+    )
+    f.background_params[f.background_kind == PHOTO_KIND] = torch.tensor(
+        [[1.0, 0.5, 0.4, 0.5], [2.0, 0.5, 0.5, 0.5]]
+    )
     f.background_colors = torch.rand(n, 2, 3, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.1
     rows.append(("background", f))
     f = base(len(TEXTURE_KINDS) - 1)
@@ -84,8 +95,10 @@ def factor_sweeps(world: World, category: int = 0, instance: int = 0) -> list[tu
 def _row(label: str, images: np.ndarray, size: int) -> Image.Image:
     row = Image.new("RGB", (LABEL_WIDTH + SWEEP * size, size), (255, 255, 255))
     for k, img in enumerate(images):
-        row.paste(Image.fromarray(img.transpose(1, 2, 0)).resize((size, size), Image.NEAREST),
-                  (LABEL_WIDTH + k * size, 0))
+        row.paste(
+            Image.fromarray(img.transpose(1, 2, 0)).resize((size, size), Image.NEAREST),
+            (LABEL_WIDTH + k * size, 0),
+        )
     ImageDraw.Draw(row).text((6, size // 2 - 6), label, fill=(0, 0, 0))
     return row
 
@@ -108,9 +121,11 @@ def factor_sheet(world: World, path: Path, size: int = 96) -> Path:
 
 
 def _draw_boxes(img: np.ndarray, boxes: np.ndarray, ids: list[int], scale: int) -> Image.Image:
-    im = Image.fromarray(img.transpose(1, 2, 0)).resize((img.shape[2] * scale, img.shape[1] * scale), Image.NEAREST)
+    im = Image.fromarray(img.transpose(1, 2, 0)).resize(
+        (img.shape[2] * scale, img.shape[1] * scale), Image.NEAREST
+    )
     draw = ImageDraw.Draw(im)
-    for box, tid in zip(boxes, ids):
+    for box, tid in zip(boxes, ids, strict=False):
         if box[0] >= 0 and tid >= 0:
             draw.rectangle([float(v) * scale for v in box], outline=TRACK_COLORS[tid % len(TRACK_COLORS)])
     return im
@@ -123,8 +138,10 @@ def dataset_sheet(ds: RenderedDataset, path: Path, title: str, n: int = 40, per_
     scale = max(1, 96 // H)
     rows = []
     for start in range(0, n, per_row):
-        imgs = [_draw_boxes(ds.images[i], ds.boxes[i], list(range(ds.boxes.shape[1])), scale)
-                for i in range(start, min(start + per_row, n))]
+        imgs = [
+            _draw_boxes(ds.images[i], ds.boxes[i], list(range(ds.boxes.shape[1])), scale)
+            for i in range(start, min(start + per_row, n))
+        ]
         masks = [_mask_image(ds.instance_mask[i], scale) for i in range(start, min(start + per_row, n))]
         for group in (imgs, masks):
             row = Image.new("RGB", (LABEL_WIDTH + per_row * H * scale, H * scale), (255, 255, 255))
