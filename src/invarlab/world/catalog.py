@@ -407,7 +407,11 @@ def build_catalog(seed: int = 0, instances_per_category: int = 50) -> Catalog:
             for k in range(P_MAX):
                 if k < len(parts):
                     p = parts[k]
-                    hole = p.hole.__dict__ if p.hole is not None else dict(zip(("quad", "lo", "hi"), EMPTY, strict=False))
+                    hole = (
+                        p.hole.__dict__
+                        if p.hole is not None
+                        else dict(zip(("quad", "lo", "hi"), EMPTY, strict=False))
+                    )
                     values = (p.shell.quad, p.shell.lo, p.shell.hi, hole["quad"], hole["lo"], hole["hi"])
                     tex = (TEXTURES.index(p.texture), p.tex_freq, p.tex_phase)
                     arr["rot"][c, i, k], arr["centre"][c, i, k] = p.rot, p.centre

@@ -57,9 +57,7 @@ def invariance_set(
         f.light_temperature = kelvin[step]
         f.light_rgb = temperature_rgb(f.light_temperature)
     elif spec.kind == "occlusion":
-        f.occluder_shape = base.occluder_shape.new_tensor(
-            torch.randint(1, 3, (n_sets,), generator=gen)
-        ).repeat_interleave(k)
+        f.occluder_shape = torch.randint(1, 3, (n_sets,), generator=gen).repeat_interleave(k)
         f.occluder_coverage = step / 10.0
         class_id = f.category[:, 0].clone()
     elif spec.kind == "instance":
