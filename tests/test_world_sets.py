@@ -39,7 +39,7 @@ def constant_within_sets(values: torch.Tensor, set_id: torch.Tensor) -> bool:
     [("viewpoint", "azimuth"), ("illum_direction", "light_azimuth"), ("illum_color", "light_temperature")],
 )
 def test_sweep_sets_vary_one_factor(kind, swept):
-    f, extra, spec = columns(kind, set_size=12)
+    f, extra, _spec = columns(kind, set_size=12)
     set_id = extra["set_id"]
     assert torch.equal(torch.bincount(set_id), torch.full((4,), 12))
     assert torch.equal(extra["class_id"], set_id)  # ALOI: one class per object
@@ -51,7 +51,7 @@ def test_sweep_sets_vary_one_factor(kind, swept):
 
 
 def test_viewpoint_sweep_is_evenly_spaced():
-    f, extra, _ = columns("viewpoint", set_size=12, num_images=12)
+    f, _extra, _ = columns("viewpoint", set_size=12, num_images=12)
     steps = torch.diff(f.azimuth) % 360
     assert torch.allclose(steps, torch.full_like(steps, 30.0), atol=1e-3)
 
