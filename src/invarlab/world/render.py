@@ -99,23 +99,37 @@ def _kernel(
         t_min = torch.minimum(t_floor, t_min)
     any_hit = t_min < 0.5 * BIG
 
-    # per ray: re-intersect the one part that was hit, for its face, normal and texture
-    def pick(x: Tensor) -> Tensor:  # per-part (B, P, k) -> per-ray (B, R, k)
-        return torch.gather(x, 1, part.unsqueeze(-1).expand(B, R, x.shape[-1]))
-
-    m_r = pick(m.reshape(B, P, 9)).view(B, R, 3, 3)
-    d_r = (m_r * dirs.unsqueeze(2)).sum(-1)
-    o_r = pick(o_local)
-    _, _, face_r, hole_r = part_hits(
-        o_r, d_r, (pick(quad), pick(lo), pick(hi)), (pick(hquad), pick(hlo), pick(hhi))
+    # per ray: re-intersect the one part that was hit, for its face, normal and texture. One gather of a packed
+    # per-part table is much cheaper than one gather per parameter.
+    table = torch.cat(
+        (
+            m.reshape(B, P, 9),
+            o_local,
+            quad,
+            lo,
+            hi,
+            hquad,
+            hlo,
+            hhi,
+            tex,
+            color,
+            color2,
+            obj.unsqueeze(-1).to(m.dtype),
+        ),
+        -1,
     )
+    rows = torch.gather(table, 1, part.unsqueeze(-1).expand(B, R, table.shape[-1]))
+    m_r, o_r, quad_r, lo_r, hi_r, hquad_r, hlo_r, hhi_r, tex_r, color_r, color2_r, obj_r = rows.split(
+        (9, 3, 5, 3, 3, 5, 3, 3, 3, 3, 3, 1), -1
+    )
+    m_r = m_r.reshape(B, R, 3, 3)
+    d_r = (m_r * dirs.unsqueeze(2)).sum(-1)
+    _, _, face_r, hole_r = part_hits(o_r, d_r, (quad_r, lo_r, hi_r), (hquad_r, hlo_r, hhi_r))
     p_r = o_r + t_min.clamp_max(1e3).unsqueeze(-1) * d_r
-    quad_r = torch.where(hole_r.unsqueeze(-1), pick(hquad), pick(quad))
-    n_local = surface_normal(p_r, d_r, face_r, quad_r)
+    n_local = surface_normal(p_r, d_r, face_r, torch.where(hole_r.unsqueeze(-1), hquad_r, quad_r))
     normal = F.normalize((m_r * n_local.unsqueeze(-1)).sum(-2), dim=-1)  # M^T n
-    tex_r = pick(tex)
     mix = texture_mix(p_r, tex_r[..., 0].round(), tex_r[..., 1], tex_r[..., 2]).unsqueeze(-1)
-    albedo = pick(color) * (1 - mix) + pick(color2) * mix
+    albedo = color_r * (1 - mix) + color2_r * mix
     view = -F.normalize(dirs, dim=-1)
     lit = blinn_phong(
         albedo,
@@ -129,7 +143,7 @@ def _kernel(
         shininess,
     )
     rgb = torch.where(any_hit.unsqueeze(-1), lit, background * light_rgb.unsqueeze(1))
-    label = torch.where(any_hit, torch.gather(obj, 1, part), torch.full_like(part, -1))
+    label = torch.where(any_hit, obj_r.squeeze(-1).round().long(), torch.full_like(part, -1))
     depth = torch.where(any_hit, t_min * dirs.norm(dim=-1), torch.full_like(t_min, math.inf))
     return rgb, label, depth, amodal
 
