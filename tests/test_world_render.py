@@ -160,3 +160,26 @@ def test_temperature_rgb_is_warm_to_cool():
     assert rgb[0, 0] == 1 and rgb[0, 2] < 0.5  # warm light: red brightest, little blue
     assert torch.allclose(rgb[1], torch.ones(3), atol=1e-5)  # the reference white
     assert rgb[2, 2] == 1 and rgb[2, 0] < 0.9  # cool light: blue brightest
+
+
+def test_empty_object_slots_render_nothing(world):
+    f = every_category()
+    padded = f.with_objects(4)  # three absent objects (category -1) per image
+    a, b = world.render(f), world.render(padded)
+    assert torch.equal(a.images, b.images)
+    assert torch.equal(a.instance_mask, b.instance_mask)
+
+
+def test_floor_shows_only_where_enabled(world):
+    f = every_category()
+    f.elevation[:] = 30.0
+    g = every_category()
+    g.elevation[:] = 30.0
+    g.floor[:] = True
+    for h in (f, g):  # lift the objects (radius 1) clear of the floor, camera following
+        h.position[:, 0, 1] = 1.05
+        h.target[:, 1] = 1.05
+    a, b = world.render(f), world.render(g)
+    assert torch.equal(a.instance_mask != 0, b.instance_mask != 0)  # the floor is background in the masks
+    bottom = (a.images[..., -4:, :].float() - b.images[..., -4:, :].float()).abs().mean()
+    assert bottom > 5  # ... but it is drawn under the objects

@@ -14,7 +14,7 @@ import numpy as np
 from .geometry import BOX_EPS
 
 INF = 1e4
-EMPTY = ((0.0, 0.0, 0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (-1.0, -1.0, -1.0))  # q = 1 > 0 everywhere: no region
+EMPTY = ((0.0, 0.0, 0.0, 0.0, 1.0), (-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))  # q = 1 > 0 everywhere: no region
 TEXTURES = ("plain", "stripes", "checker", "dots", "marble")
 
 

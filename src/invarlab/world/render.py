@@ -19,11 +19,12 @@ from .background import make_background
 from .catalog import HOLE_SLOTS, P_MAX, Catalog, build_catalog
 from .config import RenderConfig, WorldConfig
 from .factors import Factors
-from .geometry import BIG, holed_distance, part_hits, shell_distance, surface_normal
+from .geometry import BIG, BOX_EPS, holed_distance, part_hits, shell_distance, surface_normal
 from .shading import blinn_phong, direction, texture_mix
 
 log = logging.getLogger(__name__)
 OCCLUDER_LABEL = 255
+EMPTY_QUAD = (0.0, 0.0, 0.0, 0.0, 1.0)  # q = 1 > 0 everywhere: a region with no inside
 OCCLUDER_SHAPES = ("none", "bar", "disc")
 FLOOR_TEXTURE = 5  # tiles
 
@@ -219,8 +220,10 @@ class World:
         out = {"o_local": o_local, "m": m, "obj": torch.where(valid, obj, -1)}
         for k in ("quad", "lo", "hi", "hquad", "hlo", "hhi", "color", "color2", "texture"):
             out[k] = take[k]
-        out["lo"] = torch.where(valid.unsqueeze(-1), out["lo"], torch.ones_like(out["lo"]))
-        out["hi"] = torch.where(valid.unsqueeze(-1), out["hi"], -torch.ones_like(out["hi"]))
+        # slots of absent objects get the empty quadric q = 1 > 0 (slab bounds alone cannot empty a region:
+        # the slab test is symmetric in lo and hi)
+        empty = torch.tensor(EMPTY_QUAD, device=self.device)
+        out["quad"] = torch.where(valid.unsqueeze(-1), out["quad"], empty)
         out = {k: v.flatten(1, 2) for k, v in out.items()}
         if bool(f.floor.any()):
             out = _append_floor(out, f, cam_pos)
@@ -331,7 +334,11 @@ def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict
         "o_local": cam_pos.view(B, 1, 3) + torch.tensor([0.0, 0.05, 0.0], device=dev),
         "m": torch.eye(3, device=dev).expand(B, 1, 3, 3),
         "obj": torch.full((B, 1), -1, device=dev, dtype=torch.long),
-        "quad": torch.tensor([1e-8, 1e-8, 1e-8, 0.0, -1.0], device=dev).expand(B, 1, 5),
+        "quad": torch.where(
+            on.unsqueeze(-1),
+            torch.tensor([BOX_EPS, BOX_EPS, BOX_EPS, 0.0, -1.0], device=dev),
+            torch.tensor(EMPTY_QUAD, device=dev),
+        ),
         "lo": torch.where(
             on.unsqueeze(-1), torch.tensor([-60.0, -0.05, -60.0], device=dev), torch.ones(3, device=dev)
         ),
