@@ -1,8 +1,15 @@
-"""The batched renderer: ray casting of composed parts, Blinn-Phong shading, occluders, supersampling.
+"""The batched renderer: ray casting of composed parts, Blinn-Phong shading, occluders, adaptive supersampling.
 
-One fused tensor program (``torch.compile`` where available, the same code eagerly otherwise) intersects every
-ray of a batch with every part of every object in its image, keeps the nearest hit, shades it and composites
-the background. Occluders, masks, boxes and the anti-aliasing reduction follow in plain tensor code.
+A batch is rendered in passes of tensor programs (``torch.compile``d where available, the same code eagerly
+otherwise):
+
+1. *cull* (:mod:`.cull`): list the (image, 8x8 tile, part) triples whose bounding sphere meets the tile's rays;
+2. *trace* (:mod:`.trace`): intersect the pixel centres of each tile with its parts only, keep the nearest
+   hit per pixel and object;
+3. *refine*: pixels whose centre sees a different surface than a neighbour's are traced again at ``s x s``
+   sub-samples against their tile's parts (``render.adaptive=false`` refines every pixel);
+4. *shade* (:func:`.shading.shade_hits`): every hit sample once, background elsewhere;
+5. *composite* (:mod:`.composite`): occluder plate at sub-sample level, averages and majority-vote masks.
 """
 
 from __future__ import annotations
@@ -16,17 +23,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .background import make_background
-from .catalog import HOLE_SLOTS, P_MAX, Catalog, build_catalog
+from .catalog import P_MAX, Catalog, build_catalog
+from .composite import Composite, Samples, composite
 from .config import RenderConfig, WorldConfig
+from .cull import part_spheres, tile_cones, tile_overlaps
 from .factors import Factors
-from .geometry import BIG, BOX_EPS, holed_distance, part_hits, shell_distance, surface_normal
-from .shading import blinn_phong, direction, texture_mix
+from .geometry import BIG, BOX_EPS
+from .shading import blinn_phong, direction, shade_hits
+from .trace import MISS_KEY, PAD, SLOT_BITS, PairTracer, compiled_or_eager, unpack_keys
 
 log = logging.getLogger(__name__)
 OCCLUDER_LABEL = 255
 EMPTY_QUAD = (0.0, 0.0, 0.0, 0.0, 1.0)  # q = 1 > 0 everywhere: a region with no inside
 OCCLUDER_SHAPES = ("none", "bar", "disc")
 FLOOR_TEXTURE = 5  # tiles
+TILE = 8  # pixels per side of a culling tile
 
 
 @dataclass
@@ -42,111 +53,6 @@ class RenderOutput:
     occluded_fraction: Tensor  # (B,) fraction of object 0's silhouette covered by the occluder (sample level)
     depth: Tensor  # (B, H, W) float camera distance at pixel centres' first sample; inf for background
     factors: Factors
-
-
-def _kernel(
-    o_local: Tensor,  # (B, P, 3) camera position in each part's frame; P = O * P_MAX (+ 1 floor)
-    m: Tensor,  # (B, P, 3, 3) world direction -> part-local direction
-    dirs: Tensor,  # (B, R, 3) world ray directions (not normalised)
-    quad: Tensor,
-    lo: Tensor,
-    hi: Tensor,
-    hquad: Tensor,
-    hlo: Tensor,
-    hhi: Tensor,  # (B, P, 5|3)
-    obj: Tensor,  # (B, P) object index, -1 for the floor and empty slots
-    color: Tensor,
-    color2: Tensor,
-    tex: Tensor,  # (B, P, 3)
-    light_dir: Tensor,
-    light_rgb: Tensor,  # (B, 3)
-    background: Tensor,  # (B, R, 3)
-    n_objects: int,
-    has_floor: bool,
-    ambient: float,
-    diffuse: float,
-    specular: float,
-    shininess: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    B, P, R, O = quad.shape[0], quad.shape[1], dirs.shape[1], n_objects
-    # hot loop: distance to every part along every ray; holes only in the first HOLE_SLOTS slots of an object
-    d_local = (m.unsqueeze(2) * dirs.view(B, 1, R, 1, 3)).sum(-1)  # (B, P, R, 3)
-    o = o_local.unsqueeze(2)
-
-    def obj_view(x: Tensor, a: int, b: int) -> Tensor:  # (B, P, ...) -> (B, O, b - a, 1, k) for slots a..b
-        return x[:, : O * P_MAX].reshape(B, O, P_MAX, *x.shape[2:])[:, :, a:b].unsqueeze(3)
-
-    d_obj = d_local[:, : O * P_MAX].reshape(B, O, P_MAX, R, 3)
-    t_holed = holed_distance(
-        obj_view(o_local, 0, HOLE_SLOTS),
-        d_obj[:, :, :HOLE_SLOTS],
-        (obj_view(quad, 0, HOLE_SLOTS), obj_view(lo, 0, HOLE_SLOTS), obj_view(hi, 0, HOLE_SLOTS)),
-        (obj_view(hquad, 0, HOLE_SLOTS), obj_view(hlo, 0, HOLE_SLOTS), obj_view(hhi, 0, HOLE_SLOTS)),
-    )
-    t_plain = shell_distance(
-        obj_view(o_local, HOLE_SLOTS, P_MAX),
-        d_obj[:, :, HOLE_SLOTS:],
-        obj_view(quad, HOLE_SLOTS, P_MAX),
-        obj_view(lo, HOLE_SLOTS, P_MAX),
-        obj_view(hi, HOLE_SLOTS, P_MAX),
-    )
-    t_obj, slot = torch.cat((t_holed, t_plain), 2).min(2)  # (B, O, R)
-    amodal = t_obj < 0.5 * BIG
-    t_min, best_obj = t_obj.min(1)
-    part = best_obj * P_MAX + torch.gather(slot, 1, best_obj.unsqueeze(1)).squeeze(1)
-    if has_floor:
-        t_floor = shell_distance(o[:, -1], d_local[:, -1], quad[:, -1:], lo[:, -1:], hi[:, -1:])
-        part = torch.where(t_floor < t_min, P - 1, part)
-        t_min = torch.minimum(t_floor, t_min)
-    any_hit = t_min < 0.5 * BIG
-
-    # per ray: re-intersect the one part that was hit, for its face, normal and texture. One gather of a packed
-    # per-part table is much cheaper than one gather per parameter.
-    table = torch.cat(
-        (
-            m.reshape(B, P, 9),
-            o_local,
-            quad,
-            lo,
-            hi,
-            hquad,
-            hlo,
-            hhi,
-            tex,
-            color,
-            color2,
-            obj.unsqueeze(-1).to(m.dtype),
-        ),
-        -1,
-    )
-    rows = torch.gather(table, 1, part.unsqueeze(-1).expand(B, R, table.shape[-1]))
-    m_r, o_r, quad_r, lo_r, hi_r, hquad_r, hlo_r, hhi_r, tex_r, color_r, color2_r, obj_r = rows.split(
-        (9, 3, 5, 3, 3, 5, 3, 3, 3, 3, 3, 1), -1
-    )
-    m_r = m_r.reshape(B, R, 3, 3)
-    d_r = (m_r * dirs.unsqueeze(2)).sum(-1)
-    _, _, face_r, hole_r = part_hits(o_r, d_r, (quad_r, lo_r, hi_r), (hquad_r, hlo_r, hhi_r))
-    p_r = o_r + t_min.clamp_max(1e3).unsqueeze(-1) * d_r
-    n_local = surface_normal(p_r, d_r, face_r, torch.where(hole_r.unsqueeze(-1), hquad_r, quad_r))
-    normal = F.normalize((m_r * n_local.unsqueeze(-1)).sum(-2), dim=-1)  # M^T n
-    mix = texture_mix(p_r, tex_r[..., 0].round(), tex_r[..., 1], tex_r[..., 2]).unsqueeze(-1)
-    albedo = color_r * (1 - mix) + color2_r * mix
-    view = -F.normalize(dirs, dim=-1)
-    lit = blinn_phong(
-        albedo,
-        normal,
-        view,
-        light_dir.unsqueeze(1),
-        light_rgb.unsqueeze(1),
-        ambient,
-        diffuse,
-        specular,
-        shininess,
-    )
-    rgb = torch.where(any_hit.unsqueeze(-1), lit, background * light_rgb.unsqueeze(1))
-    label = torch.where(any_hit, obj_r.squeeze(-1).round().long(), torch.full_like(part, -1))
-    depth = torch.where(any_hit, t_min * dirs.norm(dim=-1), torch.full_like(t_min, math.inf))
-    return rgb, label, depth, amodal
 
 
 def look_at(cam_pos: Tensor, target: Tensor) -> Tensor:
@@ -174,8 +80,8 @@ class World:
         self.catalog: Catalog = build_catalog(self.config.seed, self.config.instances_per_category).to(
             self.device
         )
-        self._compiled = None
-        self._use_compile = self.render_config.compile
+        self._tracer = PairTracer(self.render_config.compile)
+        self._shader = compiled_or_eager(shade_hits, self.render_config.compile)
 
     # -- geometry of a batch -------------------------------------------------------------------------------------
     def _camera(self, f: Factors) -> tuple[Tensor, Tensor]:
@@ -230,26 +136,8 @@ class World:
         return out
 
     # -- rendering -----------------------------------------------------------------------------------------------
-    def _run_kernel(self, *args, **kw):
-        if self._use_compile and self._compiled is None:
-            try:
-                import torch._dynamo
-
-                torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-                self._compiled = torch.compile(_kernel, dynamic=False)
-            except Exception as exc:  # pragma: no cover - depends on the toolchain
-                log.warning("torch.compile unavailable (%s); rendering eagerly", exc)
-                self._use_compile = False
-        if self._use_compile:
-            try:
-                return self._compiled(*args, **kw)
-            except Exception as exc:  # pragma: no cover - depends on the toolchain
-                log.warning("compiled renderer failed (%s); rendering eagerly", exc)
-                self._use_compile = False
-        return _kernel(*args, **kw)
-
     def render(self, factors: Factors, chunk: int | None = None) -> RenderOutput:
-        """Render a batch of factors, in chunks of equal size (padded) so the compiled kernel is reused."""
+        """Render a batch of factors, in chunks of equal size (padded) so compiled kernels see few shapes."""
         factors = factors.to(self.device)
         B = factors.category.shape[0]
         chunk = chunk or self._default_chunk(factors.category.shape[1])
@@ -263,53 +151,102 @@ class World:
         return _cat_outputs(outs, factors)
 
     def _default_chunk(self, n_objects: int) -> int:
-        rays = (self.render_config.resolution * self.render_config.supersample) ** 2
-        return max(1, min(self.render_config.batch_size, int(2**22 // (rays * n_objects * P_MAX))))
+        pixels = self.render_config.resolution**2
+        return max(1, min(self.render_config.batch_size, 2**23 // (pixels * (n_objects + 1))))
 
     def _render_chunk(self, f: Factors) -> RenderOutput:
         rc = self.render_config
         H = W = rc.resolution
-        s = rc.supersample
-        _B, O = f.category.shape
+        s, S = rc.supersample, TILE
+        B, O = f.category.shape
         cam_pos, cam_rot = self._camera(f)
         focal = 0.5 * H / math.tan(math.radians(rc.fov_deg) / 2)
-        coords = _sample_coords(H, W, s, self.device)  # (R, 2) pixel units (x, y)
-        x = (coords[:, 0].view(1, -1) - W / 2 - f.shift[:, :1] * W) / focal
-        y = -(coords[:, 1].view(1, -1) - H / 2 - f.shift[:, 1:] * H) / focal
-        dirs = (
-            x.unsqueeze(-1) * cam_rot[:, None, 0]
-            + y.unsqueeze(-1) * cam_rot[:, None, 1]
-            + cam_rot[:, None, 2]
-        )
+        n_t = -(-H // S)
+        T = n_t * n_t
+        edges = torch.arange(n_t * S + 1, device=self.device, dtype=torch.float32)
+        x_edges = (edges - W / 2 - f.shift[:, :1] * W) / focal  # (B, n_t S + 1) image-plane x of pixel edges
+        y_edges = -(edges - H / 2 - f.shift[:, 1:] * H) / focal
         parts = self._parts(f, cam_pos)
-        bg = make_background(f.background_kind, f.background_colors, f.background_params, H, W)
-        bg = bg.repeat_interleave(s, 2).repeat_interleave(s, 3).flatten(2).transpose(1, 2)
-        light_dir = direction(f.light_azimuth, f.light_elevation)
-        rgb, label, depth, amodal = self._run_kernel(
-            parts["o_local"],
-            parts["m"],
-            dirs,
-            parts["quad"],
-            parts["lo"],
-            parts["hi"],
-            parts["hquad"],
-            parts["hlo"],
-            parts["hhi"],
-            parts["obj"],
-            parts["color"],
-            parts["color2"],
-            parts["texture"],
-            light_dir,
-            f.light_rgb,
-            bg,
-            n_objects=O,
-            has_floor=bool(f.floor.any()),
-            ambient=rc.ambient,
-            diffuse=rc.diffuse,
-            specular=rc.specular,
-            shininess=rc.shininess,
+        P, n_obj_parts = parts["quad"].shape[1], O * P_MAX
+        rows = O + int(n_obj_parts < P)  # one reduction row per object, plus the floor
+        trace_table, has_hole, shade_table = _tables(parts, cam_rot)
+
+        # culling: (image, tile, part) triples whose bounding sphere meets the tile's cone of rays
+        sphere = part_spheres(*(parts[k][:, :n_obj_parts] for k in ("o_local", "m", "lo", "hi")))
+        overlap = tile_overlaps(*sphere, *tile_cones(x_edges, y_edges, cam_rot, S, n_t))
+        overlap &= (parts["obj"][:, :n_obj_parts] >= 0).unsqueeze(1)
+        if n_obj_parts < P:
+            overlap = torch.cat((overlap, f.floor.view(B, 1, 1).expand(B, T, 1)), 2)
+        pb, pt, pp = overlap.nonzero(as_tuple=True)
+        pair_row = torch.where(pp >= n_obj_parts, O, pp // P_MAX)
+        pair_slot = torch.where(pp >= n_obj_parts, 0, pp % P_MAX)
+        pair_part = pb * P + pp
+
+        # pass 1: pixel centres, one group per tile
+        origin = torch.stack((x_edges[pb, (pt % n_t) * S], y_edges[pb, (pt // n_t) * S]), -1)
+        keys = self._tracer.nearest(
+            trace_table,
+            has_hole,
+            pair_part,
+            (pb * T + pt) * rows + pair_row,
+            pair_slot,
+            origin,
+            _pattern(S, 1, focal, self.device),
+            B * T * rows,
         )
-        covered = _occluder_cover(f, amodal[:, 0], coords)
+        keys = keys.view(S, S, B, n_t, n_t, rows).permute(2, 5, 3, 0, 4, 1).reshape(B, rows, n_t * S, -1)
+        part, t, amodal = _decode(keys[:, :, :H, :W], 1, O, P)
+
+        # pass 2: every sub-sample of edge pixels, against the parts of the pixel's tile
+        edge = _edge_pixels(part, s, rc.adaptive)
+        eb, ey, ex = edge.nonzero(as_tuple=True)
+        E, n = eb.numel(), s * s
+        sub_pattern = _pattern(s, s, focal, self.device)
+        per_tile = overlap.sum(-1).flatten()
+        first = per_tile.cumsum(0) - per_tile
+        tile = eb * T + (ey // S) * n_t + ex // S
+        count = per_tile[tile]
+        pair_edge = torch.arange(E, device=self.device).repeat_interleave(count)
+        pick = first[tile].repeat_interleave(count) + _ranks(count)
+        keys2 = self._tracer.nearest(
+            trace_table,
+            has_hole,
+            pair_part[pick],
+            pair_edge * rows + pair_row[pick],
+            pair_slot[pick],
+            torch.stack((x_edges[eb, ex], y_edges[eb, ey]), -1)[pair_edge],
+            sub_pattern,
+            E * rows,
+        )
+        sub_part, sub_t, sub_amodal = _decode(keys2.view(n, E, rows).transpose(0, 1), 2, O, P)
+
+        # shading: the hit centres of interior pixels and the hit sub-samples of edge pixels
+        light_dir = direction(f.light_azimuth, f.light_elevation)
+        ab, ay, ax = ((part >= 0) & ~edge).nonzero(as_tuple=True)
+        he, hk = (sub_part >= 0).nonzero(as_tuple=True)
+        hb = eb[he]
+        rgb = self._shade(
+            shade_table,
+            cam_rot,
+            torch.cat((light_dir, f.light_rgb), 1),
+            torch.cat((ab, hb)),
+            torch.cat(
+                (0.5 * (x_edges[ab, ax] + x_edges[ab, ax + 1]), x_edges[hb, ex[he]] + sub_pattern[hk, 0])
+            ),
+            torch.cat(
+                (0.5 * (y_edges[ab, ay] + y_edges[ab, ay + 1]), y_edges[hb, ey[he]] + sub_pattern[hk, 1])
+            ),
+            torch.cat((part[ab, ay, ax], sub_part[he, hk])),
+            torch.cat((t[ab, ay, ax], sub_t[he, hk])),
+            P,
+        )
+        bg = make_background(f.background_kind, f.background_colors, f.background_params, H, W)
+        bg = bg.permute(0, 2, 3, 1) * f.light_rgb.view(B, 1, 1, 3)
+        colour = bg.clone()
+        colour[ab, ay, ax] = rgb[: ab.numel()]
+        sub_colour = bg[eb, ey, ex].unsqueeze(1).expand(E, n, 3).clone()
+        sub_colour[he, hk] = rgb[ab.numel() :]
+
         occ_rgb = blinn_phong(
             f.occluder_rgb,
             -cam_rot[:, 2],
@@ -321,9 +258,40 @@ class World:
             0.0,
             1.0,
         )
-        rgb = torch.where(covered.unsqueeze(-1), occ_rgb.unsqueeze(1), rgb)
-        label = torch.where(covered, torch.full_like(label, O), label)
-        return _finish(f, rgb, label, depth, amodal, covered, H, W, s)
+        samples = Samples(
+            colour, _object_of(part, O), amodal, (eb, ey, ex), sub_colour, _object_of(sub_part, O), sub_amodal
+        )
+        comp = composite(f, samples, occ_rgb, s)
+        centre_x = 0.5 * (x_edges[:, :W] + x_edges[:, 1 : W + 1])
+        centre_y = 0.5 * (y_edges[:, :H] + y_edges[:, 1 : H + 1])
+        ray_len = (centre_x.unsqueeze(1) ** 2 + centre_y.unsqueeze(2) ** 2 + 1).sqrt()
+        depth = torch.where(part >= 0, t * ray_len, torch.full_like(t, math.inf))
+        return _finish(f, comp, depth)
+
+    def _shade(self, table, cam_rot, light, b, x, y, part, t, P) -> Tensor:
+        """Shade ``M`` hits given by image ``b``, image-plane ``(x, y)``, part index and distance ``t``."""
+        M = b.numel()
+        if M == 0:
+            return torch.zeros(0, 3, device=self.device)
+        pad = (-M) % PAD
+        if pad:
+            b, part = torch.cat((b, b.new_zeros(pad))), torch.cat((part, part.new_zeros(pad)))
+            x, y, t = (torch.cat((v, v.new_zeros(pad))) for v in (x, y, t))
+        rc = self.render_config
+        rgb = self._shader(
+            table,
+            b * P + part,
+            b,
+            torch.stack((x, y), -1),
+            t,
+            cam_rot.flatten(1),
+            light,
+            rc.ambient,
+            rc.diffuse,
+            rc.specular,
+            rc.shininess,
+        )
+        return rgb[:M]
 
 
 def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict[str, Tensor]:
@@ -355,75 +323,91 @@ def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict
     return {k: torch.cat((parts[k], floor[k].to(parts[k].dtype)), 1) for k in parts}
 
 
-_COORDS: dict = {}
+def _tables(parts: dict[str, Tensor], cam_rot: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-part tracing records ``(B P, TRACE_ROWS)``, hole flags ``(B P,)`` and shading records ``(B P, 43)``.
 
-
-def _sample_coords(H: int, W: int, s: int, device) -> Tensor:
-    """Sample positions (x, y) in pixel units on the supersampled raster, row-major: an s x s grid per pixel."""
-    key = (H, W, s, str(device))
-    if key not in _COORDS:
-        ys = (torch.arange(H * s, device=device, dtype=torch.float32) + 0.5) / s
-        xs = (torch.arange(W * s, device=device, dtype=torch.float32) + 0.5) / s
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        _COORDS[key] = torch.stack((xx.flatten(), yy.flatten()), -1)
-    return _COORDS[key]
-
-
-def _occluder_cover(f: Factors, silhouette: Tensor, coords: Tensor) -> Tensor:
-    """Samples covered by each image's occluder, a plate parallel to the image plane in front of the scene.
-
-    A bar is a half-plane whose edge is perpendicular to ``occluder_angle``; a disc is centred on the silhouette
-    sample at rank ``occluder_anchor``. The edge (bar offset, disc radius) is the ``coverage`` quantile of the
-    silhouette samples' signed distance, so the plate covers exactly that fraction of object 0's silhouette
-    samples (up to ties).
+    Tracing records hold ``A, B, C = M right, M up, M forward``: a ray ``x right + y up + forward`` has local
+    direction ``x A + y B + C``.
     """
-    B, R = silhouette.shape
-    shape = f.occluder_shape
-    count = silhouette.sum(1)
-    a = torch.deg2rad(f.occluder_angle)
-    proj = coords[:, 0].view(1, R) * a.cos().view(B, 1) + coords[:, 1].view(1, R) * a.sin().view(B, 1)
-    rank = (f.occluder_anchor * count).floor().long().clamp_min(0)
-    order = torch.cumsum(silhouette.long(), 1) - 1
-    is_anchor = silhouette & (order == rank.view(B, 1))
-    anchor = (is_anchor.unsqueeze(-1) * coords.view(1, R, 2)).sum(1)  # (B, 2)
-    dist = (coords.view(1, R, 2) - anchor.view(B, 1, 2)).norm(dim=-1)
-    key = torch.where((shape == 2).view(B, 1), dist, proj)
-    ordered = torch.where(silhouette, key, torch.full_like(key, math.inf)).sort(1).values
-    k = (f.occluder_coverage * count).round().long().clamp(0, R - 1)
-    edge = torch.gather(ordered, 1, k.view(B, 1))
-    full = k >= count
-    covered = (key < edge) | full.view(B, 1)
-    return covered & (shape > 0).view(B, 1) & (count > 0).view(B, 1)
+    m = parts["m"]
+    abc = torch.einsum("bpij,bkj->bpki", m, cam_rot).flatten(2)  # (B, P, 9): M right, M up, M forward
+    geometry = [parts[k] for k in ("o_local", "quad", "lo", "hi", "hquad", "hlo", "hhi")]
+    trace = torch.cat((abc, *geometry), -1)
+    empty_hole = torch.tensor(EMPTY_QUAD, device=m.device)
+    has_hole = (parts["hquad"] - empty_hole).abs().sum(-1) > 0
+    shade = torch.cat((m.flatten(2), *geometry, parts["texture"], parts["color"], parts["color2"]), -1)
+    return trace.flatten(0, 1), has_hole.flatten(), shade.flatten(0, 1)
 
 
-def _finish(f, rgb, label, depth, amodal, covered, H, W, s) -> RenderOutput:
-    B, O = f.category.shape
-    grid = (B, H * s, W * s)
-    img = F.avg_pool2d(rgb.transpose(1, 2).reshape(B, 3, H * s, W * s), s)
-    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-    codes = torch.arange(-1, O + 1, device=label.device)  # background, objects, occluder (code O)
-    votes = F.avg_pool2d((label.view(*grid, 1) == codes).permute(0, 3, 1, 2).float(), s)
-    pix = codes[votes.argmax(1)]  # (B, H, W) majority label per pixel
+def _pattern(n: int, sub: int, focal: float, device) -> Tensor:
+    """Offsets ``(n², 2)`` in image-plane units of an ``n x n`` grid of samples spaced ``1 / sub`` pixel, from
+    a group's top-left corner; row-major (``g = gy n + gx``); image-plane y points up, pixel rows down."""
+    g = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / (sub * focal)
+    gy, gx = torch.meshgrid(g, g, indexing="ij")
+    return torch.stack((gx.flatten(), -gy.flatten()), -1)
+
+
+def _decode(keys: Tensor, dim: int, O: int, P: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Nearest packed keys along the object ``dim`` -> ``(part, t, amodal)``: the part index hit (-1 for none),
+    its distance, and per object whether the ray meets it at all (moved to the last axis for sub-samples)."""
+    best, row = keys.min(dim)
+    t, slot = unpack_keys(best)
+    hit = t < 0.5 * BIG
+    part = torch.where(hit, torch.where(row == O, P - 1, row * P_MAX + slot), -1)
+    amodal = (keys.narrow(dim, 0, O) >> SLOT_BITS) < (MISS_KEY >> SLOT_BITS)
+    if dim != 1:
+        amodal = amodal.movedim(dim, -1)
+    return part, t, amodal
+
+
+def _object_of(part: Tensor, O: int) -> Tensor:
+    """Object index of a part index; -1 for background and the floor."""
+    return torch.where((part >= 0) & (part < O * P_MAX), part.div(P_MAX, rounding_mode="floor"), -1)
+
+
+def _edge_pixels(part: Tensor, s: int, adaptive: bool) -> Tensor:
+    """Pixels whose centre sample shows a different surface (part, floor or background) than a 4-neighbour."""
+    if s == 1:
+        return torch.zeros_like(part, dtype=torch.bool)
+    if not adaptive:
+        return torch.ones_like(part, dtype=torch.bool)
+    edge = torch.zeros_like(part, dtype=torch.bool)
+    dx = part[:, :, 1:] != part[:, :, :-1]
+    dy = part[:, 1:] != part[:, :-1]
+    edge[:, :, 1:] |= dx
+    edge[:, :, :-1] |= dx
+    edge[:, 1:] |= dy
+    edge[:, :-1] |= dy
+    return edge
+
+
+def _ranks(count: Tensor) -> Tensor:
+    """``[0 .. count[0]), [0 .. count[1]), ...`` concatenated."""
+    total = int(count.sum())
+    starts = (count.cumsum(0) - count).repeat_interleave(count)
+    return torch.arange(total, device=count.device) - starts
+
+
+def _finish(f: Factors, comp: Composite, depth: Tensor) -> RenderOutput:
+    O = f.category.shape[1]
+    pix = comp.label
+    images = (comp.colour.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 3, 1, 2).contiguous()
     inst = torch.where(pix == O, OCCLUDER_LABEL, pix + 1).to(torch.uint8)
     cats = torch.where(
         (pix >= 0) & (pix < O),
-        f.category.gather(1, pix.clamp(0, O - 1).flatten(1)).view(B, H, W) + 1,
+        f.category.gather(1, pix.clamp(0, O - 1).flatten(1)).view_as(pix) + 1,
         torch.zeros_like(pix),
     ).to(torch.uint8)
-    area = amodal.sum(-1)
-    visible = (label.unsqueeze(1) == torch.arange(O, device=label.device).view(1, O, 1)).sum(-1)
-    occluded = (covered & amodal[:, 0]).sum(-1) / area[:, 0].clamp_min(1)
     obj_pix = pix.unsqueeze(1) == torch.arange(O, device=pix.device).view(1, O, 1, 1)
-    amodal_pix = F.max_pool2d(amodal.view(B, O, H * s, W * s).float(), s) > 0
     return RenderOutput(
         images=images,
         instance_mask=inst,
         category_mask=cats,
         boxes=_boxes(obj_pix),
-        amodal_boxes=_boxes(amodal_pix),
-        visible_fraction=visible / area.clamp_min(1),
-        occluded_fraction=occluded,
-        depth=depth.view(*grid)[:, ::s, ::s],
+        amodal_boxes=_boxes(comp.amodal_pixels),
+        visible_fraction=comp.visible / comp.amodal_area.clamp_min(1),
+        occluded_fraction=comp.occluded_fraction,
+        depth=depth,
         factors=f,
     )
 

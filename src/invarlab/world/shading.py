@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from .geometry import part_hits, surface_normal
+
 TEXTURE_KINDS = ("plain", "stripes", "checker", "dots", "marble", "tiles")
 
 
@@ -77,3 +79,49 @@ def temperature_rgb(kelvin: Tensor) -> Tensor:
     white = lam.pow(-5) / torch.expm1(hc_over_k / (lam * 6500.0))
     rgb = planck / white
     return (rgb / rgb.amax(-1, keepdim=True)).to(torch.float32)
+
+
+# columns of a part's shading record: local map M (9), camera origin (3), shell (5, 3, 3), hole (5, 3, 3),
+# texture kind / frequency / phase (3), colour (3), second colour (3)
+SHADE_COLUMNS = (9, 3, 5, 3, 3, 5, 3, 3, 3, 3, 3)
+
+
+def shade_hits(
+    table: Tensor,
+    row: Tensor,
+    image: Tensor,
+    xy: Tensor,
+    t: Tensor,
+    camera: Tensor,
+    light: Tensor,
+    ambient: float,
+    diffuse: float,
+    specular: float,
+    shininess: float,
+) -> Tensor:
+    """Colour ``(M, 3)`` of ``M`` ray hits.
+
+    ``table`` ``(parts, 43)`` holds the shading records, ``row`` ``(M,)`` the hit part's record, ``image`` the
+    ray's image, ``xy`` ``(M, 2)`` its image-plane point, ``t`` the hit distance along the ray
+    ``x right + y up + forward``; ``camera`` ``(B, 9)`` the camera axes (right, up, forward) and ``light``
+    ``(B, 6)`` direction and RGB per image. The gathers happen inside so a compiled kernel never materialises
+    per-ray copies of the records.
+
+    The hit part is intersected again (cheap: one part per ray) for the face it was hit on; the normal is
+    mapped back to world axes by ``M^T``; texture and Blinn-Phong lighting as in :func:`texture_mix` and
+    :func:`blinn_phong`.
+    """
+    m, o, quad, lo, hi, hquad, hlo, hhi, tex, color, color2 = table[row].split(SHADE_COLUMNS, -1)
+    m = m.reshape(-1, 3, 3)
+    axes = camera[image].view(-1, 3, 3)
+    dirs = xy[:, :1] * axes[:, 0] + xy[:, 1:] * axes[:, 1] + axes[:, 2]
+    d = (m * dirs.unsqueeze(1)).sum(-1)
+    _, _, face, on_hole = part_hits(o, d, (quad, lo, hi), (hquad, hlo, hhi))
+    p = o + t.unsqueeze(-1) * d
+    n_local = surface_normal(p, d, face, torch.where(on_hole.unsqueeze(-1), hquad, quad))
+    normal = torch.nn.functional.normalize((m * n_local.unsqueeze(-1)).sum(-2), dim=-1)  # M^T n
+    mix = texture_mix(p, tex[..., 0].round(), tex[..., 1], tex[..., 2]).unsqueeze(-1)
+    albedo = color * (1 - mix) + color2 * mix
+    view = -torch.nn.functional.normalize(dirs, dim=-1)
+    lit = light[image]
+    return blinn_phong(albedo, normal, view, lit[:, :3], lit[:, 3:], ambient, diffuse, specular, shininess)

@@ -1,0 +1,149 @@
+"""From traced samples to images and masks: occluder placement, anti-aliasing, majority-vote masks, counts.
+
+Every pixel has ``s x s`` sub-samples. The renderer traces the pixel centre of every pixel and all sub-samples
+only of *edge* pixels (where the centre sample's surface differs from a neighbour's); an interior pixel's
+sub-samples all take its centre's value. The occluder is a plate in front of the scene that is cheap to test
+at every sub-sample, so it is resolved exactly at sub-sample level. A pixel is *mixed* when its sub-samples
+disagree (an edge pixel, or one the occluder's boundary crosses); only mixed pixels are averaged and voted at
+sub-sample level.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .factors import Factors
+
+
+@dataclass
+class Samples:
+    """Pixel-centre values for every pixel, and sub-sample values for the edge pixels ``(eb, ey, ex)``."""
+
+    colour: Tensor  # (B, H, W, 3)
+    label: Tensor  # (B, H, W) object index, -1 background / floor
+    amodal: Tensor  # (B, O, H, W) bool: inside object o's silhouette (ignoring other objects)
+    edge: tuple[Tensor, Tensor, Tensor]  # (E,) image, row, column of each edge pixel
+    sub_colour: Tensor  # (E, s², 3)
+    sub_label: Tensor  # (E, s²)
+    sub_amodal: Tensor  # (E, s², O)
+
+
+@dataclass
+class Composite:
+    colour: Tensor  # (B, H, W, 3) float
+    label: Tensor  # (B, H, W) long: object index, -1 background, O occluder
+    amodal_pixels: Tensor  # (B, O, H, W) bool: any sub-sample inside the silhouette
+    visible: Tensor  # (B, O) sub-samples showing object o
+    amodal_area: Tensor  # (B, O) sub-samples inside o's silhouette
+    occluded_fraction: Tensor  # (B,) of object 0's silhouette sub-samples behind the occluder
+
+
+def sub_coords(H: int, W: int, s: int, device) -> Tensor:
+    """Sub-sample positions ``(H s W s, 2)`` ``(x, y)`` in pixel units, row-major on the ``Hs x Ws`` raster."""
+    ys = (torch.arange(H * s, device=device, dtype=torch.float32) + 0.5) / s
+    xs = (torch.arange(W * s, device=device, dtype=torch.float32) + 0.5) / s
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((xx.flatten(), yy.flatten()), -1)
+
+
+def upsample(x: Tensor, s: int) -> Tensor:
+    """``(B, H, W)`` -> ``(B, H s, W s)``, each pixel repeated over its sub-samples."""
+    return x.repeat_interleave(s, 1).repeat_interleave(s, 2)
+
+
+def occluder_cover(f: Factors, silhouette: Tensor, coords: Tensor) -> Tensor:
+    """Sub-samples covered by each image's occluder, a plate parallel to the image plane in front of the scene.
+
+    A bar is a half-plane whose edge is perpendicular to ``occluder_angle``; a disc is centred on the silhouette
+    sample at rank ``occluder_anchor``. The edge (bar offset, disc radius) is the ``coverage`` quantile of the
+    silhouette samples' signed distance, so the plate covers exactly that fraction of object 0's silhouette
+    samples (up to ties). ``silhouette`` is ``(B, R)`` over the sub-sample raster ``coords`` ``(R, 2)``.
+    """
+    B, R = silhouette.shape
+    shape = f.occluder_shape
+    count = silhouette.sum(1)
+    a = torch.deg2rad(f.occluder_angle)
+    proj = coords[:, 0].view(1, R) * a.cos().view(B, 1) + coords[:, 1].view(1, R) * a.sin().view(B, 1)
+    rank = (f.occluder_anchor * count).floor().long().clamp_min(0)
+    order = torch.cumsum(silhouette.long(), 1) - 1
+    is_anchor = silhouette & (order == rank.view(B, 1))
+    anchor = (is_anchor.unsqueeze(-1) * coords.view(1, R, 2)).sum(1)  # (B, 2)
+    dist = (coords.view(1, R, 2) - anchor.view(B, 1, 2)).norm(dim=-1)
+    key = torch.where((shape == 2).view(B, 1), dist, proj)
+    ordered = torch.where(silhouette, key, torch.full_like(key, math.inf)).sort(1).values
+    k = (f.occluder_coverage * count).round().long().clamp(0, R - 1)
+    edge = torch.gather(ordered, 1, k.view(B, 1))
+    full = k >= count
+    covered = (key < edge) | full.view(B, 1)
+    return covered & (shape > 0).view(B, 1) & (count > 0).view(B, 1)
+
+
+def _covered_subsamples(f: Factors, smp: Samples, s: int) -> tuple[Tensor, Tensor]:
+    """``(covered (B, H, W, s²) bool, occluded_fraction (B,))`` at sub-sample level."""
+    B, _, H, W = smp.amodal.shape
+    covered = torch.zeros(B, H, W, s * s, dtype=torch.bool, device=smp.label.device)
+    occluded = torch.zeros(B, device=smp.label.device)
+    occ = torch.nonzero(f.occluder_shape > 0).squeeze(1)
+    if occ.numel() == 0:
+        return covered, occluded
+    # object 0's silhouette on the sub-sample raster of the occluded images: centres, then edge sub-samples
+    slot = torch.full((B,), -1, dtype=torch.long, device=occ.device)
+    slot[occ] = torch.arange(occ.numel(), device=occ.device)
+    sil = upsample(smp.amodal[occ, 0], s).view(occ.numel(), H, s, W, s)
+    eb, ey, ex = smp.edge
+    mine = slot[eb] >= 0
+    sil[slot[eb[mine]], ey[mine], :, ex[mine], :] = smp.sub_amodal[mine, :, 0].view(-1, s, s)
+    sil = sil.view(occ.numel(), -1)
+    cover = occluder_cover(f.index(occ), sil, sub_coords(H, W, s, sil.device))
+    occluded[occ] = (cover & sil).sum(1) / sil.sum(1).clamp_min(1)
+    covered[occ] = cover.view(-1, H, s, W, s).permute(0, 1, 3, 2, 4).reshape(-1, H, W, s * s)
+    return covered, occluded
+
+
+def composite(f: Factors, smp: Samples, occluder_rgb: Tensor, s: int) -> Composite:
+    """Resolve occluder, anti-aliasing and masks; ``occluder_rgb`` ``(B, 3)`` is the lit plate colour."""
+    B, O, H, W = smp.amodal.shape
+    n = s * s
+    covered, occluded = _covered_subsamples(f, smp, s)
+    n_cov = covered.sum(-1)
+    is_edge = torch.zeros(B, H, W, dtype=torch.bool, device=covered.device)
+    eb, ey, ex = smp.edge
+    is_edge[eb, ey, ex] = True
+    mixed = is_edge | ((n_cov > 0) & (n_cov < n))
+    full = n_cov == n
+    colour = torch.where(full.unsqueeze(-1), occluder_rgb.view(B, 1, 1, 3), smp.colour)
+    label = torch.where(full, O, smp.label)
+
+    # mixed pixels: gather their sub-samples (traced ones for edges, the centre repeated otherwise)
+    mb, my, mx = torch.nonzero(mixed, as_tuple=True)
+    index = torch.full((B, H, W), -1, dtype=torch.long, device=covered.device)
+    index[eb, ey, ex] = torch.arange(eb.numel(), device=eb.device)
+    e = index[mb, my, mx]
+    at_edge = e >= 0
+    sub_label = smp.label[mb, my, mx].unsqueeze(1).expand(-1, n).clone()
+    sub_colour = smp.colour[mb, my, mx].unsqueeze(1).expand(-1, n, 3).clone()
+    sub_label[at_edge] = smp.sub_label[e[at_edge]]
+    sub_colour[at_edge] = smp.sub_colour[e[at_edge]]
+    cov = covered[mb, my, mx]
+    sub_label = torch.where(cov, O, sub_label)
+    sub_colour = torch.where(cov.unsqueeze(-1), occluder_rgb[mb].unsqueeze(1), sub_colour)
+    votes = F.one_hot(sub_label + 1, O + 2).sum(1)  # codes -1 (background) .. O (occluder)
+    label[mb, my, mx] = votes.argmax(1) - 1
+    colour[mb, my, mx] = sub_colour.mean(1)
+
+    objects = torch.arange(O, device=label.device)
+    plain_label = torch.where(mixed, -2, label)  # mixed pixels are counted from their sub-samples below
+    visible = n * (plain_label.unsqueeze(1) == objects.view(1, O, 1, 1)).flatten(2).sum(-1)
+    visible.index_put_(
+        (mb.unsqueeze(1), objects.view(1, O)), (sub_label.unsqueeze(-1) == objects).sum(1), True
+    )
+    amodal_area = n * (smp.amodal & ~is_edge.unsqueeze(1)).flatten(2).sum(-1)
+    amodal_area.index_put_((eb.unsqueeze(1), objects.view(1, O)), smp.sub_amodal.sum(1), True)
+    amodal_pixels = smp.amodal.clone()
+    amodal_pixels[eb, :, ey, ex] = smp.sub_amodal.any(1)
+    return Composite(colour, label, amodal_pixels, visible, amodal_area, occluded)

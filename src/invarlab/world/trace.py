@@ -1,0 +1,138 @@
+"""Ray tracing of (ray group, part) pairs: the renderer's hot loop, and the nearest hit per ray and object.
+
+A *group* is a set of rays that share an origin pixel and a fixed pattern of offsets: an ``S x S`` tile of pixel
+centres in the first pass, the ``s x s`` sub-samples of one pixel in the anti-aliasing pass. Culling (see
+:mod:`invarlab.world.cull`) lists the parts each group can hit; each (group, part) pair is one column of a
+``(G, N)`` tensor program (``G`` rays per group, ``N`` pairs), so work scales with what is on screen, not with
+``rays x part slots``.
+
+Ray directions are linear in the image-plane coordinates: ``d = x A + y B + C`` in part-local axes with
+``A, B, C = M right, M up, M forward``; a pair stores ``A``, ``B`` and ``C + x0 A + y0 B`` for its group's origin
+``(x0, y0)`` so the kernel only adds the pattern offsets.
+
+The nearest surface per ray and object is a ``scatter_reduce(amin)`` of packed keys: for ``t > 0`` the IEEE-754
+bit pattern of a float32 orders like the float, so ``key = bits(t) * 8 + slot`` carries the part slot of the
+minimum along with it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor
+
+from .geometry import BIG, holed_distance, shell_distance
+
+# rows of a part's tracing record: A, B, C (3 each), origin (3), shell quad (5), lo, hi (3 each), hole (5, 3, 3)
+TRACE_ROWS = 34
+PLAIN_ROWS = 23
+SLOT_BITS = 3
+log = logging.getLogger(__name__)
+PAD = 64  # pair counts are padded to a multiple of this, so compiled kernels see few distinct sizes
+
+
+def pack_keys(t: Tensor, slot: Tensor) -> Tensor:
+    """``bits(t) * 2**SLOT_BITS + slot`` as int64; ``t`` must be positive float32 (misses carry ``BIG``)."""
+    return (t.view(torch.int32).to(torch.int64) << SLOT_BITS) | slot
+
+
+def unpack_keys(key: Tensor) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`pack_keys`: ``(t, slot)``."""
+    return (key >> SLOT_BITS).to(torch.int32).view(torch.float32), key & ((1 << SLOT_BITS) - 1)
+
+
+MISS_KEY = int(pack_keys(torch.tensor([BIG], dtype=torch.float32), torch.tensor([0]))[0]) | (
+    (1 << SLOT_BITS) - 1
+)
+
+
+def pair_keys(params: Tensor, u: Tensor, v: Tensor, slot: Tensor, holed: bool) -> Tensor:
+    """Packed nearest-hit keys ``(G, N)`` of the rays ``d = u A + v B + C'`` of every pair.
+
+    ``params`` is ``(rows, N)`` with the rows of :data:`TRACE_ROWS` (only the first :data:`PLAIN_ROWS` when
+    ``holed`` is False); ``u``, ``v`` ``(G,)`` are the pattern offsets in image-plane units.
+    """
+    col = params.T  # (N, rows): each record is a column of the contiguous (rows, N) table
+    a, b, c, o = col[:, 0:3], col[:, 3:6], col[:, 6:9], col[:, 9:12]
+    d = u.view(-1, 1, 1) * a + v.view(-1, 1, 1) * b + c  # (G, N, 3)
+    shell = (col[:, 12:17], col[:, 17:20], col[:, 20:23])
+    if holed:
+        t = holed_distance(o, d, shell, (col[:, 23:28], col[:, 28:31], col[:, 31:34]))
+    else:
+        t = shell_distance(o, d, *shell)
+    return pack_keys(t, slot)
+
+
+def compiled_or_eager(fn, compile: bool):
+    """``fn`` compiled with dynamic shapes when ``compile`` is set; eager if compiling or running it fails."""
+    if not compile:
+        return fn
+    try:
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        compiled = torch.compile(fn, dynamic=True)
+    except Exception as exc:  # pragma: no cover - depends on the toolchain
+        log.warning("torch.compile unavailable (%s); rendering eagerly", exc)
+        return fn
+    state = {"ok": True}
+
+    def run(*args, **kw):
+        if state["ok"]:
+            try:
+                return compiled(*args, **kw)
+            except Exception as exc:  # pragma: no cover - depends on the toolchain
+                log.warning("compiled %s failed (%s); running it eagerly", fn.__name__, exc)
+                state["ok"] = False
+        return fn(*args, **kw)
+
+    return run
+
+
+class PairTracer:
+    """Traces pair lists with :func:`pair_keys` (compiled when ``compile`` is set)."""
+
+    def __init__(self, compile: bool):
+        self._kernel = compiled_or_eager(pair_keys, compile)
+
+    def nearest(
+        self,
+        table: Tensor,
+        has_hole: Tensor,
+        pair_part: Tensor,
+        pair_row: Tensor,
+        pair_slot: Tensor,
+        origin: Tensor,
+        pattern: Tensor,
+        n_rows: int,
+    ) -> Tensor:
+        """Nearest packed key ``(G, n_rows)`` per ray of the pattern and output row.
+
+        ``table`` ``(parts, TRACE_ROWS)`` holds every part's record; pair ``i`` traces part ``pair_part[i]``
+        from group origin ``origin[i]`` (image-plane ``x0, y0``) and reduces into row ``pair_row[i]`` (a
+        group and object) with slot tag ``pair_slot[i]``. Rows no pair reaches hold :data:`MISS_KEY`.
+        """
+        G = pattern.shape[0]
+        out = torch.full((G, n_rows + 1), MISS_KEY, dtype=torch.int64, device=table.device)
+        u, v = pattern[:, 0].contiguous(), pattern[:, 1].contiguous()
+        holed_pair = has_hole[pair_part]
+        for holed in (False, True):
+            sel = torch.nonzero(holed_pair == holed).squeeze(1)
+            n = sel.numel()
+            if n == 0:
+                continue
+            pad = (-n) % PAD
+            part, row, slot, o = pair_part[sel], pair_row[sel], pair_slot[sel], origin[sel]
+            if pad:  # padding pairs trace part 0 into the spare row n_rows
+                part = torch.cat((part, part.new_zeros(pad)))
+                row = torch.cat((row, row.new_full((pad,), n_rows)))
+                slot = torch.cat((slot, slot.new_zeros(pad)))
+                o = torch.cat((o, o.new_zeros(pad, 2)))
+            rec = table[part, : TRACE_ROWS if holed else PLAIN_ROWS]
+            a, b = rec[:, 0:3], rec[:, 3:6]
+            c = rec[:, 6:9] + o[:, :1] * a + o[:, 1:] * b
+            params = torch.cat((a, b, c, rec[:, 9:]), 1).T.contiguous()
+            keys = self._kernel(params, u, v, slot, holed)
+            out.scatter_reduce_(1, row.view(1, -1).expand(G, -1), keys, "amin")
+        return out[:, :n_rows]
