@@ -13,3 +13,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A dataset path, file or layout is wrong."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is missing, unreadable, of an unknown layout, or does not fit the model."""
