@@ -66,46 +66,59 @@ def make_background(kind: Tensor, colors: Tensor, params: Tensor, height: int, w
     """Render backgrounds ``(B, 3, H, W)`` in [0, 1] for per-image ``kind (B,)``, ``colors (B, 2, 3)``,
     ``params (B, 4)``."""
     B, device = kind.shape[0], kind.device
-    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height - 0.5
-    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width - 0.5
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    ang = torch.deg2rad(params[:, 0]).view(B, 1, 1)
-    freq, phase = params[:, 1].view(B, 1, 1), params[:, 2].view(B, 1, 1)
-    u = xx * ang.cos() + yy * ang.sin()
-    v = -xx * ang.sin() + yy * ang.cos()
-    gradient = (u + 0.5).clamp(0, 1)
-    stripes = (0.5 + 2 * torch.sin(2 * math.pi * freq * u + phase)).clamp(0, 1)
-    checker = (0.5 + 4 * torch.sin(2 * math.pi * freq * u + phase) * torch.sin(2 * math.pi * freq * v)).clamp(
-        0, 1
-    )
-    blobs = 0.5 + 0.25 * (
-        torch.sin(2 * math.pi * freq * u + phase) + torch.sin(2 * math.pi * 0.7 * freq * v - phase)
-    )
-    m = torch.stack((gradient, stripes, checker, blobs, torch.zeros_like(u)), 1)[
-        torch.arange(B), kind.clamp(0, 4)
-    ]
-    c0, c1 = colors[:, 0].view(B, 3, 1, 1), colors[:, 1].view(B, 3, 1, 1)
-    out = c0 * (1 - m[:, None]) + c1 * m[:, None]
+    out = torch.empty(B, 3, height, width, device=device)
     is_photo = kind == PHOTO_KIND
-    if bool(is_photo.any()):
+    drawn = torch.nonzero(~is_photo).squeeze(1)
+    if drawn.numel():
+        out[drawn] = _procedural(kind[drawn], colors[drawn], params[drawn], height, width)
+    if drawn.numel() < B:
         out[is_photo] = _photo_crops(params[is_photo], height, width)
     return out
 
 
+def _procedural(kind: Tensor, colors: Tensor, params: Tensor, height: int, width: int) -> Tensor:
+    """Two-colour patterns mixed by ``m(u, v)`` in rotated frame coordinates ``u, v`` (frame centre 0, side 1):
+    gradient ``u + 1/2``; stripes ``1/2 + 2 sin(2π f u + φ)``; checker ``1/2 + 4 sin(2π f u + φ) sin(2π f v)``;
+    blobs ``1/2 + (sin(2π f u + φ) + sin(1.4 π f v - φ)) / 4``; each clamped to [0, 1]."""
+    B, device = kind.shape[0], kind.device
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height - 0.5
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width - 0.5
+    ang = torch.deg2rad(params[:, 0]).view(B, 1, 1)
+    freq, phase = params[:, 1].view(B, 1, 1), params[:, 2].view(B, 1, 1)
+    xx, yy = xs.view(1, 1, -1), ys.view(1, -1, 1)
+    u = xx * ang.cos() + yy * ang.sin()
+    v = -xx * ang.sin() + yy * ang.cos()
+    wave_u = torch.sin(2 * math.pi * freq * u + phase)
+    k = kind.view(B, 1, 1)
+    m = torch.where(k == 0, u + 0.5, 0.5 + 2 * wave_u)
+    m = torch.where(k == 2, 0.5 + 4 * wave_u * torch.sin(2 * math.pi * freq * v), m)
+    m = torch.where(k == 3, 0.5 + 0.25 * (wave_u + torch.sin(2 * math.pi * 0.7 * freq * v - phase)), m)
+    m = m.clamp(0, 1).unsqueeze(1)
+    return colors[:, 0].view(B, 3, 1, 1) * (1 - m) + colors[:, 1].view(B, 3, 1, 1) * m
+
+
 def _photo_crops(params: Tensor, height: int, width: int) -> Tensor:
-    """Square crops of the bundled photos resized to (H, W) with bilinear sampling, one grid per photo id."""
+    """Square crops of the bundled photos resized to (H, W) with bilinear sampling.
+
+    One ``grid_sample`` per photo id with the crops' grids stacked along the output height, so the photo is
+    never copied per crop.
+    """
     bank = photos(params.device)
-    out = torch.empty(params.shape[0], 3, height, width, device=params.device)
+    n = params.shape[0]
+    out = torch.empty(n, 3, height, width, device=params.device)
     pid = params[:, 0].round().long().clamp(0, len(PHOTO_NAMES) - 1)
+    size = params[:, 3].clamp(0.05, 1.0)
+    cx = params[:, 1].clamp(size / 2, 1 - size / 2) * 2 - 1
+    cy = params[:, 2].clamp(size / 2, 1 - size / 2) * 2 - 1
+    # affine_grid of a scale-and-shift crop, by broadcasting (align_corners=False pixel centres)
+    ys = (torch.arange(height, device=params.device, dtype=torch.float32) * 2 + 1) / height - 1
+    xs = (torch.arange(width, device=params.device, dtype=torch.float32) * 2 + 1) / width - 1
+    gx = (size.view(n, 1, 1) * xs.view(1, 1, width) + cx.view(n, 1, 1)).expand(n, height, width)
+    gy = (size.view(n, 1, 1) * ys.view(1, height, 1) + cy.view(n, 1, 1)).expand(n, height, width)
+    grid = torch.stack((gx, gy), -1)
     for k in pid.unique().tolist():
-        sel = pid == k
-        p = params[sel]
-        size = p[:, 3].clamp(0.05, 1.0)
-        cx = p[:, 1].clamp(size / 2, 1 - size / 2) * 2 - 1
-        cy = p[:, 2].clamp(size / 2, 1 - size / 2) * 2 - 1
-        theta = torch.zeros(p.shape[0], 2, 3, device=p.device)
-        theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = size, size, cx, cy
-        grid = F.affine_grid(theta, [p.shape[0], 3, height, width], align_corners=False)
-        src = bank[k : k + 1].expand(p.shape[0], -1, -1, -1)
-        out[sel] = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        sel = torch.nonzero(pid == k).squeeze(1)
+        g = grid[sel].reshape(1, -1, width, 2)
+        crops = F.grid_sample(bank[k : k + 1], g, mode="bilinear", padding_mode="border", align_corners=False)
+        out[sel] = crops.view(3, sel.numel(), height, width).transpose(0, 1)
     return out

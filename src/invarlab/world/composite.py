@@ -83,67 +83,86 @@ def occluder_cover(f: Factors, silhouette: Tensor, coords: Tensor) -> Tensor:
     return covered & (shape > 0).view(B, 1) & (count > 0).view(B, 1)
 
 
-def _covered_subsamples(f: Factors, smp: Samples, s: int) -> tuple[Tensor, Tensor]:
-    """``(covered (B, H, W, s²) bool, occluded_fraction (B,))`` at sub-sample level."""
+def _occluder_samples(f: Factors, smp: Samples, s: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Occluder coverage of the images that have one, at sub-sample level.
+
+    Returns ``(images (K,), covered (K, H, W, s²) bool, occluded_fraction (B,))``.
+    """
     B, _, H, W = smp.amodal.shape
-    covered = torch.zeros(B, H, W, s * s, dtype=torch.bool, device=smp.label.device)
-    occluded = torch.zeros(B, device=smp.label.device)
+    device = smp.label.device
+    occluded = torch.zeros(B, device=device)
     occ = torch.nonzero(f.occluder_shape > 0).squeeze(1)
     if occ.numel() == 0:
-        return covered, occluded
+        return occ, torch.zeros(0, H, W, s * s, dtype=torch.bool, device=device), occluded
     # object 0's silhouette on the sub-sample raster of the occluded images: centres, then edge sub-samples
-    slot = torch.full((B,), -1, dtype=torch.long, device=occ.device)
-    slot[occ] = torch.arange(occ.numel(), device=occ.device)
+    slot = torch.full((B,), -1, dtype=torch.long, device=device)
+    slot[occ] = torch.arange(occ.numel(), device=device)
     sil = upsample(smp.amodal[occ, 0], s).view(occ.numel(), H, s, W, s)
     eb, ey, ex = smp.edge
     mine = slot[eb] >= 0
     sil[slot[eb[mine]], ey[mine], :, ex[mine], :] = smp.sub_amodal[mine, :, 0].view(-1, s, s)
     sil = sil.view(occ.numel(), -1)
-    cover = occluder_cover(f.index(occ), sil, sub_coords(H, W, s, sil.device))
+    cover = occluder_cover(f.index(occ), sil, sub_coords(H, W, s, device))
     occluded[occ] = (cover & sil).sum(1) / sil.sum(1).clamp_min(1)
-    covered[occ] = cover.view(-1, H, s, W, s).permute(0, 1, 3, 2, 4).reshape(-1, H, W, s * s)
-    return covered, occluded
+    covered = cover.view(-1, H, s, W, s).permute(0, 1, 3, 2, 4).reshape(-1, H, W, s * s)
+    return occ, covered, occluded
 
 
 def composite(f: Factors, smp: Samples, occluder_rgb: Tensor, s: int) -> Composite:
     """Resolve occluder, anti-aliasing and masks; ``occluder_rgb`` ``(B, 3)`` is the lit plate colour."""
     B, O, H, W = smp.amodal.shape
-    n = s * s
-    covered, occluded = _covered_subsamples(f, smp, s)
-    n_cov = covered.sum(-1)
-    is_edge = torch.zeros(B, H, W, dtype=torch.bool, device=covered.device)
+    n, device = s * s, smp.label.device
     eb, ey, ex = smp.edge
+    E = eb.numel()
+    colour, label = smp.colour.clone(), smp.label.clone()
+    is_edge = torch.zeros(B, H, W, dtype=torch.bool, device=device)
     is_edge[eb, ey, ex] = True
-    mixed = is_edge | ((n_cov > 0) & (n_cov < n))
-    full = n_cov == n
-    colour = torch.where(full.unsqueeze(-1), occluder_rgb.view(B, 1, 1, 3), smp.colour)
-    label = torch.where(full, O, smp.label)
 
-    # mixed pixels: gather their sub-samples (traced ones for edges, the centre repeated otherwise)
-    mb, my, mx = torch.nonzero(mixed, as_tuple=True)
-    index = torch.full((B, H, W), -1, dtype=torch.long, device=covered.device)
-    index[eb, ey, ex] = torch.arange(eb.numel(), device=eb.device)
-    e = index[mb, my, mx]
-    at_edge = e >= 0
-    sub_label = smp.label[mb, my, mx].unsqueeze(1).expand(-1, n).clone()
-    sub_colour = smp.colour[mb, my, mx].unsqueeze(1).expand(-1, n, 3).clone()
-    sub_label[at_edge] = smp.sub_label[e[at_edge]]
-    sub_colour[at_edge] = smp.sub_colour[e[at_edge]]
-    cov = covered[mb, my, mx]
-    sub_label = torch.where(cov, O, sub_label)
-    sub_colour = torch.where(cov.unsqueeze(-1), occluder_rgb[mb].unsqueeze(1), sub_colour)
-    votes = F.one_hot(sub_label + 1, O + 2).sum(1)  # codes -1 (background) .. O (occluder)
-    label[mb, my, mx] = votes.argmax(1) - 1
-    colour[mb, my, mx] = sub_colour.mean(1)
+    # mixed pixels: the edge pixels (traced sub-samples), then pixels the occluder's boundary crosses (their
+    # centre repeated); fully covered pixels show the plate
+    mb, my, mx = eb, ey, ex
+    sub_label, sub_colour = smp.sub_label, smp.sub_colour
+    occ, covered, occluded = _occluder_samples(f, smp, s)
+    if occ.numel():
+        n_cov = covered.sum(-1)
+        full = torch.zeros(B, H, W, dtype=torch.bool, device=device)
+        full[occ] = n_cov == n
+        colour[full] = occluder_rgb.view(B, 1, 1, 3).expand(B, H, W, 3)[full]
+        label[full] = O
+        k, ky, kx = torch.nonzero((n_cov > 0) & (n_cov < n) & ~is_edge[occ], as_tuple=True)
+        kb = occ[k]
+        mb, my, mx = torch.cat((eb, kb)), torch.cat((ey, ky)), torch.cat((ex, kx))
+        sub_label = torch.cat((sub_label, label[kb, ky, kx].unsqueeze(1).expand(-1, n)))
+        sub_colour = torch.cat((sub_colour, colour[kb, ky, kx].unsqueeze(1).expand(-1, n, 3)))
+        slot = torch.full((B,), -1, dtype=torch.long, device=device)
+        slot[occ] = torch.arange(occ.numel(), device=device)
+        has = slot[mb] >= 0
+        cov = torch.zeros(mb.numel(), n, dtype=torch.bool, device=device)
+        cov[has] = covered[slot[mb[has]], my[has], mx[has]]
+        sub_label = torch.where(cov, O, sub_label)
+        sub_colour = torch.where(cov.unsqueeze(-1), occluder_rgb[mb].unsqueeze(1), sub_colour)
+    if mb.numel():
+        votes = F.one_hot(sub_label + 1, O + 2).sum(1)  # codes -1 (background) .. O (occluder)
+        label[mb, my, mx] = votes.argmax(1) - 1
+        colour[mb, my, mx] = sub_colour.mean(1)
 
-    objects = torch.arange(O, device=label.device)
-    plain_label = torch.where(mixed, -2, label)  # mixed pixels are counted from their sub-samples below
-    visible = n * (plain_label.unsqueeze(1) == objects.view(1, O, 1, 1)).flatten(2).sum(-1)
-    visible.index_put_(
-        (mb.unsqueeze(1), objects.view(1, O)), (sub_label.unsqueeze(-1) == objects).sum(1), True
+    # sub-sample counts per image and code: whole pixels count n times, mixed pixels their sub-samples
+    codes = O + 2
+    weight = torch.full((B, H, W), float(n), device=device)
+    weight[mb, my, mx] = 0.0
+    counts = torch.bincount(
+        (torch.arange(B, device=device).view(B, 1, 1) * codes + label + 1).flatten(),
+        weight.flatten(),
+        B * codes,
     )
+    sub_codes = mb.unsqueeze(1) * codes + sub_label + 1
+    counts += torch.bincount(sub_codes.flatten(), minlength=B * codes)[: B * codes]
+    visible = counts.view(B, codes)[:, 1 : O + 1].round().long()
     amodal_area = n * (smp.amodal & ~is_edge.unsqueeze(1)).flatten(2).sum(-1)
-    amodal_area.index_put_((eb.unsqueeze(1), objects.view(1, O)), smp.sub_amodal.sum(1), True)
+    amodal_area.index_put_(
+        (eb.unsqueeze(1), torch.arange(O, device=device).view(1, O)), smp.sub_amodal.sum(1), True
+    )
     amodal_pixels = smp.amodal.clone()
-    amodal_pixels[eb, :, ey, ex] = smp.sub_amodal.any(1)
+    if E:
+        amodal_pixels[eb, :, ey, ex] = smp.sub_amodal.any(1)
     return Composite(colour, label, amodal_pixels, visible, amodal_area, occluded)

@@ -169,7 +169,8 @@ class World:
         parts = self._parts(f, cam_pos)
         P, n_obj_parts = parts["quad"].shape[1], O * P_MAX
         rows = O + int(n_obj_parts < P)  # one reduction row per object, plus the floor
-        trace_table, has_hole, shade_table = _tables(parts, cam_rot)
+        light_dir = direction(f.light_azimuth, f.light_elevation)
+        trace_table, has_hole, shade_table = _tables(parts, cam_rot, torch.cat((light_dir, f.light_rgb), 1))
 
         # culling: (image, tile, part) triples whose bounding sphere meets the tile's cone of rays
         sphere = part_spheres(*(parts[k][:, :n_obj_parts] for k in ("o_local", "m", "lo", "hi")))
@@ -221,14 +222,11 @@ class World:
         sub_part, sub_t, sub_amodal = _decode(keys2.view(n, E, rows).transpose(0, 1), 2, O, P)
 
         # shading: the hit centres of interior pixels and the hit sub-samples of edge pixels
-        light_dir = direction(f.light_azimuth, f.light_elevation)
         ab, ay, ax = ((part >= 0) & ~edge).nonzero(as_tuple=True)
         he, hk = (sub_part >= 0).nonzero(as_tuple=True)
         hb = eb[he]
         rgb = self._shade(
             shade_table,
-            cam_rot,
-            torch.cat((light_dir, f.light_rgb), 1),
             torch.cat((ab, hb)),
             torch.cat(
                 (0.5 * (x_edges[ab, ax] + x_edges[ab, ax + 1]), x_edges[hb, ex[he]] + sub_pattern[hk, 0])
@@ -268,30 +266,23 @@ class World:
         depth = torch.where(part >= 0, t * ray_len, torch.full_like(t, math.inf))
         return _finish(f, comp, depth)
 
-    def _shade(self, table, cam_rot, light, b, x, y, part, t, P) -> Tensor:
-        """Shade ``M`` hits given by image ``b``, image-plane ``(x, y)``, part index and distance ``t``."""
+    def _shade(
+        self, table: Tensor, b: Tensor, x: Tensor, y: Tensor, part: Tensor, t: Tensor, P: int
+    ) -> Tensor:
+        """Shade ``M`` hits given by image ``b``, image-plane ``(x, y)``, part index and distance ``t``.
+
+        ``table`` ``(rows, B P)`` holds the shading record of every (image, part) as a column."""
         M = b.numel()
         if M == 0:
             return torch.zeros(0, 3, device=self.device)
         pad = (-M) % PAD
+        index = b * P + part
+        xy = torch.stack((x, y))
         if pad:
-            b, part = torch.cat((b, b.new_zeros(pad))), torch.cat((part, part.new_zeros(pad)))
-            x, y, t = (torch.cat((v, v.new_zeros(pad))) for v in (x, y, t))
+            index, t, xy = F.pad(index, (0, pad)), F.pad(t, (0, pad)), F.pad(xy, (0, pad))
         rc = self.render_config
-        rgb = self._shader(
-            table,
-            b * P + part,
-            b,
-            torch.stack((x, y), -1),
-            t,
-            cam_rot.flatten(1),
-            light,
-            rc.ambient,
-            rc.diffuse,
-            rc.specular,
-            rc.shininess,
-        )
-        return rgb[:M]
+        rec = table.index_select(1, index)
+        return self._shader(rec, xy, t, rc.ambient, rc.diffuse, rc.specular, rc.shininess)[:M]
 
 
 def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict[str, Tensor]:
@@ -323,8 +314,9 @@ def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict
     return {k: torch.cat((parts[k], floor[k].to(parts[k].dtype)), 1) for k in parts}
 
 
-def _tables(parts: dict[str, Tensor], cam_rot: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-part tracing records ``(B P, TRACE_ROWS)``, hole flags ``(B P,)`` and shading records ``(B P, 43)``.
+def _tables(parts: dict[str, Tensor], cam_rot: Tensor, light: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-part tracing records ``(B P, TRACE_ROWS)``, hole flags ``(B P,)`` and shading records
+    ``(sum(SHADE_ROWS), B P)`` (with the image's camera axes and ``light`` ``(B, 6)``, one column per part).
 
     Tracing records hold ``A, B, C = M right, M up, M forward``: a ray ``x right + y up + forward`` has local
     direction ``x A + y B + C``.
@@ -335,8 +327,12 @@ def _tables(parts: dict[str, Tensor], cam_rot: Tensor) -> tuple[Tensor, Tensor, 
     trace = torch.cat((abc, *geometry), -1)
     empty_hole = torch.tensor(EMPTY_QUAD, device=m.device)
     has_hole = (parts["hquad"] - empty_hole).abs().sum(-1) > 0
-    shade = torch.cat((m.flatten(2), *geometry, parts["texture"], parts["color"], parts["color2"]), -1)
-    return trace.flatten(0, 1), has_hole.flatten(), shade.flatten(0, 1)
+    B, P = m.shape[:2]
+    per_image = torch.cat((cam_rot.flatten(1), light), 1).unsqueeze(1).expand(B, P, 15)
+    shade = torch.cat(
+        (m.flatten(2), *geometry, parts["texture"], parts["color"], parts["color2"], per_image), -1
+    )
+    return trace.flatten(0, 1), has_hole.flatten(), shade.flatten(0, 1).T.contiguous()
 
 
 def _pattern(n: int, sub: int, focal: float, device) -> Tensor:

@@ -81,19 +81,16 @@ def temperature_rgb(kelvin: Tensor) -> Tensor:
     return (rgb / rgb.amax(-1, keepdim=True)).to(torch.float32)
 
 
-# columns of a part's shading record: local map M (9), camera origin (3), shell (5, 3, 3), hole (5, 3, 3),
-# texture kind / frequency / phase (3), colour (3), second colour (3)
-SHADE_COLUMNS = (9, 3, 5, 3, 3, 5, 3, 3, 3, 3, 3)
+# rows of a hit's shading record: local map M (9), camera origin (3), shell (5, 3, 3), hole (5, 3, 3),
+# texture kind / frequency / phase (3), colour (3), second colour (3), camera right, up, forward (9), light
+# direction (3) and RGB (3)
+SHADE_ROWS = (9, 3, 5, 3, 3, 5, 3, 3, 3, 3, 3, 9, 3, 3)
 
 
 def shade_hits(
-    table: Tensor,
-    row: Tensor,
-    image: Tensor,
+    rec: Tensor,
     xy: Tensor,
     t: Tensor,
-    camera: Tensor,
-    light: Tensor,
     ambient: float,
     diffuse: float,
     specular: float,
@@ -101,20 +98,18 @@ def shade_hits(
 ) -> Tensor:
     """Colour ``(M, 3)`` of ``M`` ray hits.
 
-    ``table`` ``(parts, 43)`` holds the shading records, ``row`` ``(M,)`` the hit part's record, ``image`` the
-    ray's image, ``xy`` ``(M, 2)`` its image-plane point, ``t`` the hit distance along the ray
-    ``x right + y up + forward``; ``camera`` ``(B, 9)`` the camera axes (right, up, forward) and ``light``
-    ``(B, 6)`` direction and RGB per image. The gathers happen inside so a compiled kernel never materialises
-    per-ray copies of the records.
+    ``rec`` ``(sum(SHADE_ROWS), M)`` holds each hit's record as a column (the hit part and its image's camera
+    and light), ``xy`` ``(2, M)`` the ray's image-plane point and ``t`` ``(M,)`` the hit distance along the ray
+    ``x right + y up + forward``. Records are columns so a compiled kernel reads every field contiguously.
 
     The hit part is intersected again (cheap: one part per ray) for the face it was hit on; the normal is
     mapped back to world axes by ``M^T``; texture and Blinn-Phong lighting as in :func:`texture_mix` and
     :func:`blinn_phong`.
     """
-    m, o, quad, lo, hi, hquad, hlo, hhi, tex, color, color2 = table[row].split(SHADE_COLUMNS, -1)
-    m = m.reshape(-1, 3, 3)
-    axes = camera[image].view(-1, 3, 3)
-    dirs = xy[:, :1] * axes[:, 0] + xy[:, 1:] * axes[:, 1] + axes[:, 2]
+    fields = rec.T.split(SHADE_ROWS, -1)
+    m, o, quad, lo, hi, hquad, hlo, hhi, tex, color, color2, axes, light_dir, light_rgb = fields
+    m, axes = m.reshape(-1, 3, 3), axes.reshape(-1, 3, 3)
+    dirs = xy[0].unsqueeze(-1) * axes[:, 0] + xy[1].unsqueeze(-1) * axes[:, 1] + axes[:, 2]
     d = (m * dirs.unsqueeze(1)).sum(-1)
     _, _, face, on_hole = part_hits(o, d, (quad, lo, hi), (hquad, hlo, hhi))
     p = o + t.unsqueeze(-1) * d
@@ -123,5 +118,4 @@ def shade_hits(
     mix = texture_mix(p, tex[..., 0].round(), tex[..., 1], tex[..., 2]).unsqueeze(-1)
     albedo = color * (1 - mix) + color2 * mix
     view = -torch.nn.functional.normalize(dirs, dim=-1)
-    lit = light[image]
-    return blinn_phong(albedo, normal, view, lit[:, :3], lit[:, 3:], ambient, diffuse, specular, shininess)
+    return blinn_phong(albedo, normal, view, light_dir, light_rgb, ambient, diffuse, specular, shininess)
