@@ -38,6 +38,7 @@ EMPTY_QUAD = (0.0, 0.0, 0.0, 0.0, 1.0)  # q = 1 > 0 everywhere: a region with no
 OCCLUDER_SHAPES = ("none", "bar", "disc")
 FLOOR_TEXTURE = 5  # tiles
 TILE = 8  # pixels per side of a culling tile
+SHADE_SLICE = 1 << 15  # rays shaded per kernel call
 
 
 @dataclass
@@ -281,8 +282,18 @@ class World:
         if pad:
             index, t, xy = F.pad(index, (0, pad)), F.pad(t, (0, pad)), F.pad(xy, (0, pad))
         rc = self.render_config
-        rec = table.index_select(1, index)
-        return self._shader(rec, xy, t, rc.ambient, rc.diffuse, rc.specular, rc.shininess)[:M]
+        light = (rc.ambient, rc.diffuse, rc.specular, rc.shininess)
+        # slices keep every temporary small enough for the allocator to recycle (fresh large blocks page-fault)
+        rgb = [
+            self._shader(
+                table.index_select(1, index[i : i + SHADE_SLICE]),
+                xy[:, i : i + SHADE_SLICE],
+                t[i : i + SHADE_SLICE],
+                *light,
+            )
+            for i in range(0, index.numel(), SHADE_SLICE)
+        ]
+        return torch.cat(rgb)[:M]
 
 
 def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict[str, Tensor]:
