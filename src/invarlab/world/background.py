@@ -62,21 +62,25 @@ def photos(device: torch.device | str = "cpu") -> Tensor:
     return _photos_cpu().to(device)
 
 
-def make_background(kind: Tensor, colors: Tensor, params: Tensor, height: int, width: int) -> Tensor:
+def make_background(
+    kind: Tensor, colors: Tensor, params: Tensor, height: int, width: int, procedural=None
+) -> Tensor:
     """Render backgrounds ``(B, 3, H, W)`` in [0, 1] for per-image ``kind (B,)``, ``colors (B, 2, 3)``,
-    ``params (B, 4)``."""
+    ``params (B, 4)``; ``procedural`` replaces :func:`procedural_background` (e.g. by a compiled copy)."""
     B, device = kind.shape[0], kind.device
     out = torch.empty(B, 3, height, width, device=device)
     is_photo = kind == PHOTO_KIND
     drawn = torch.nonzero(~is_photo).squeeze(1)
     if drawn.numel():
-        out[drawn] = _procedural(kind[drawn], colors[drawn], params[drawn], height, width)
+        out[drawn] = (procedural or procedural_background)(
+            kind[drawn], colors[drawn], params[drawn], height, width
+        )
     if drawn.numel() < B:
         out[is_photo] = _photo_crops(params[is_photo], height, width)
     return out
 
 
-def _procedural(kind: Tensor, colors: Tensor, params: Tensor, height: int, width: int) -> Tensor:
+def procedural_background(kind: Tensor, colors: Tensor, params: Tensor, height: int, width: int) -> Tensor:
     """Two-colour patterns mixed by ``m(u, v)`` in rotated frame coordinates ``u, v`` (frame centre 0, side 1):
     gradient ``u + 1/2``; stripes ``1/2 + 2 sin(2π f u + φ)``; checker ``1/2 + 4 sin(2π f u + φ) sin(2π f v)``;
     blobs ``1/2 + (sin(2π f u + φ) + sin(1.4 π f v - φ)) / 4``; each clamped to [0, 1]."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .background import make_background
+from .background import make_background, procedural_background
 from .catalog import P_MAX, Catalog, build_catalog
 from .composite import Composite, Samples, composite
 from .config import RenderConfig, WorldConfig
@@ -83,6 +83,9 @@ class World:
         )
         self._tracer = PairTracer(self.render_config.compile)
         self._shader = compiled_or_eager(shade_hits, self.render_config.compile)
+        self._procedural = compiled_or_eager(procedural_background, self.render_config.compile)
+        self._resolve_tiles = resolve_tiles
+        self._images_and_masks = compiled_or_eager(images_and_masks, self.render_config.compile)
 
     # -- geometry of a batch -------------------------------------------------------------------------------------
     def _camera(self, f: Factors) -> tuple[Tensor, Tensor]:
@@ -196,11 +199,9 @@ class World:
             _pattern(S, 1, focal, self.device),
             B * T * rows,
         )
-        keys = keys.view(S, S, B, n_t, n_t, rows).permute(2, 5, 3, 0, 4, 1).reshape(B, rows, n_t * S, -1)
-        part, t, amodal = _decode(keys[:, :, :H, :W], 1, O, P)
+        part, t, amodal, edge = self._resolve_tiles(keys, B, n_t, S, H, W, O, P, s, rc.adaptive)
 
         # pass 2: every sub-sample of edge pixels, against the parts of the pixel's tile
-        edge = _edge_pixels(part, s, rc.adaptive)
         eb, ey, ex = edge.nonzero(as_tuple=True)
         E, n = eb.numel(), s * s
         sub_pattern = _pattern(s, s, focal, self.device)
@@ -239,7 +240,9 @@ class World:
             torch.cat((t[ab, ay, ax], sub_t[he, hk])),
             P,
         )
-        bg = make_background(f.background_kind, f.background_colors, f.background_params, H, W)
+        bg = make_background(
+            f.background_kind, f.background_colors, f.background_params, H, W, self._procedural
+        )
         bg = bg.permute(0, 2, 3, 1) * f.light_rgb.view(B, 1, 1, 3)
         colour = bg.clone()
         colour[ab, ay, ax] = rgb[: ab.numel()]
@@ -265,7 +268,7 @@ class World:
         centre_y = 0.5 * (y_edges[:, :H] + y_edges[:, 1 : H + 1])
         ray_len = (centre_x.unsqueeze(1) ** 2 + centre_y.unsqueeze(2) ** 2 + 1).sqrt()
         depth = torch.where(part >= 0, t * ray_len, torch.full_like(t, math.inf))
-        return _finish(f, comp, depth)
+        return _finish(f, comp, depth, self._images_and_masks)
 
     def _shade(
         self, table: Tensor, b: Tensor, x: Tensor, y: Tensor, part: Tensor, t: Tensor, P: int
@@ -354,10 +357,34 @@ def _pattern(n: int, sub: int, focal: float, device) -> Tensor:
     return torch.stack((gx.flatten(), -gy.flatten()), -1)
 
 
+def resolve_tiles(
+    keys: Tensor, B: int, n_t: int, S: int, H: int, W: int, O: int, P: int, s: int, adaptive: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pass-1 keys ``(S², B T rows)`` (tile-major) -> raster ``(part, t, amodal, edge)`` per pixel centre.
+
+    The nearest object is chosen in tile order, so only the decoded (narrower) results are transposed.
+    """
+    rows = keys.shape[1] // (B * n_t * n_t)
+    k = keys.view(S * S, -1, rows)
+    part, t, amodal = _decode(k, 2, O, P)
+
+    def raster(x: Tensor) -> Tensor:  # (S², B T, ...) -> (B, ..., H, W)
+        extra = x.shape[2:]
+        x = x.reshape(S, S, B, n_t, n_t, *extra)
+        x = x.permute(2, *range(5, 5 + len(extra)), 3, 0, 4, 1).reshape(B, *extra, n_t * S, n_t * S)
+        return x[..., :H, :W]
+
+    part = raster(part.to(torch.int32)).long()
+    return part, raster(t), raster(amodal), _edge_pixels(part, s, adaptive)
+
+
 def _decode(keys: Tensor, dim: int, O: int, P: int) -> tuple[Tensor, Tensor, Tensor]:
     """Nearest packed keys along the object ``dim`` -> ``(part, t, amodal)``: the part index hit (-1 for none),
     its distance, and per object whether the ray meets it at all (moved to the last axis for sub-samples)."""
-    best, row = keys.min(dim)
+    if keys.shape[dim] == 1:
+        best, row = keys.squeeze(dim), torch.zeros((), dtype=torch.long, device=keys.device)
+    else:
+        best, row = keys.min(dim)
     t, slot = unpack_keys(best)
     hit = t < 0.5 * BIG
     part = torch.where(hit, torch.where(row == O, P - 1, row * P_MAX + slot), -1)
@@ -378,14 +405,14 @@ def _edge_pixels(part: Tensor, s: int, adaptive: bool) -> Tensor:
         return torch.zeros_like(part, dtype=torch.bool)
     if not adaptive:
         return torch.ones_like(part, dtype=torch.bool)
-    edge = torch.zeros_like(part, dtype=torch.bool)
-    dx = part[:, :, 1:] != part[:, :, :-1]
-    dy = part[:, 1:] != part[:, :-1]
-    edge[:, :, 1:] |= dx
-    edge[:, :, :-1] |= dx
-    edge[:, 1:] |= dy
-    edge[:, :-1] |= dy
-    return edge
+    p = F.pad(part.unsqueeze(1).float(), (1, 1, 1, 1), mode="replicate").squeeze(1)
+    centre = p[:, 1:-1, 1:-1]
+    return (
+        (centre != p[:, :-2, 1:-1])
+        | (centre != p[:, 2:, 1:-1])
+        | (centre != p[:, 1:-1, :-2])
+        | (centre != p[:, 1:-1, 2:])
+    )
 
 
 def _ranks(count: Tensor) -> Tensor:
@@ -395,28 +422,33 @@ def _ranks(count: Tensor) -> Tensor:
     return torch.arange(total, device=count.device) - starts
 
 
-def _finish(f: Factors, comp: Composite, depth: Tensor) -> RenderOutput:
-    O = f.category.shape[1]
-    pix = comp.label
-    images = (comp.colour.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 3, 1, 2).contiguous()
-    inst = torch.where(pix == O, OCCLUDER_LABEL, pix + 1).to(torch.uint8)
-    cats = torch.where(
-        (pix >= 0) & (pix < O),
-        f.category.gather(1, pix.clamp(0, O - 1).flatten(1)).view_as(pix) + 1,
-        torch.zeros_like(pix),
-    ).to(torch.uint8)
-    obj_pix = pix.unsqueeze(1) == torch.arange(O, device=pix.device).view(1, O, 1, 1)
+def _finish(f: Factors, comp: Composite, depth: Tensor, masks) -> RenderOutput:
+    images, inst, cats, boxes, amodal_boxes = masks(comp.colour, comp.label, comp.amodal_pixels, f.category)
     return RenderOutput(
         images=images,
         instance_mask=inst,
         category_mask=cats,
-        boxes=_boxes(obj_pix),
-        amodal_boxes=_boxes(comp.amodal_pixels),
+        boxes=boxes,
+        amodal_boxes=amodal_boxes,
         visible_fraction=comp.visible / comp.amodal_area.clamp_min(1),
         occluded_fraction=comp.occluded_fraction,
         depth=depth,
         factors=f,
     )
+
+
+def images_and_masks(
+    colour: Tensor, label: Tensor, amodal: Tensor, category: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """uint8 images ``(B, 3, H, W)``, instance and category masks, visible and amodal boxes."""
+    O = category.shape[1]
+    images = (colour.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 3, 1, 2).contiguous()
+    inst = torch.where(label == O, OCCLUDER_LABEL, label + 1).to(torch.uint8)
+    is_object = (label >= 0) & (label < O)
+    cats = category.gather(1, label.clamp(0, O - 1).flatten(1)).view_as(label) + 1
+    cats = torch.where(is_object, cats, 0).to(torch.uint8)
+    obj_pix = label.unsqueeze(1) == torch.arange(O, device=label.device).view(1, O, 1, 1)
+    return images, inst, cats, _boxes(obj_pix), _boxes(amodal)
 
 
 def _boxes(mask: Tensor) -> Tensor:

@@ -83,7 +83,8 @@ def compiled_or_eager(fn, compile: bool):
             try:
                 return compiled(*args, **kw)
             except Exception as exc:  # pragma: no cover - depends on the toolchain
-                log.warning("compiled %s failed (%s); running it eagerly", fn.__name__, exc)
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("compiled %s failed (%s); running it eagerly", fn.__name__, first_line)
                 state["ok"] = False
         return fn(*args, **kw)
 
