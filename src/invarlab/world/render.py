@@ -239,6 +239,7 @@ class World:
             torch.cat((part[ab, ay, ax], sub_part[he, hk])),
             torch.cat((t[ab, ay, ax], sub_t[he, hk])),
             P,
+            focal,
         )
         bg = make_background(
             f.background_kind, f.background_colors, f.background_params, H, W, self._procedural
@@ -271,7 +272,7 @@ class World:
         return _finish(f, comp, depth, self._images_and_masks)
 
     def _shade(
-        self, table: Tensor, b: Tensor, x: Tensor, y: Tensor, part: Tensor, t: Tensor, P: int
+        self, table: Tensor, b: Tensor, x: Tensor, y: Tensor, part: Tensor, t: Tensor, P: int, focal: float
     ) -> Tensor:
         """Shade ``M`` hits given by image ``b``, image-plane ``(x, y)``, part index and distance ``t``.
 
@@ -285,7 +286,7 @@ class World:
         if pad:
             index, t, xy = F.pad(index, (0, pad)), F.pad(t, (0, pad)), F.pad(xy, (0, pad))
         rc = self.render_config
-        light = (rc.ambient, rc.diffuse, rc.specular, rc.shininess)
+        light = (1.0 / focal, rc.ambient, rc.diffuse, rc.specular, rc.shininess)
         # slices keep every temporary small enough for the allocator to recycle (fresh large blocks page-fault)
         rgb = [
             self._shader(
@@ -374,8 +375,8 @@ def resolve_tiles(
         x = x.permute(2, *range(5, 5 + len(extra)), 3, 0, 4, 1).reshape(B, *extra, n_t * S, n_t * S)
         return x[..., :H, :W]
 
-    part = raster(part.to(torch.int32)).long()
-    return part, raster(t), raster(amodal), _edge_pixels(part, s, adaptive)
+    part, amodal = raster(part.to(torch.int32)).long(), raster(amodal)
+    return part, raster(t), amodal, _edge_pixels(part, amodal, s, adaptive)
 
 
 def _decode(keys: Tensor, dim: int, O: int, P: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -399,13 +400,16 @@ def _object_of(part: Tensor, O: int) -> Tensor:
     return torch.where((part >= 0) & (part < O * P_MAX), part.div(P_MAX, rounding_mode="floor"), -1)
 
 
-def _edge_pixels(part: Tensor, s: int, adaptive: bool) -> Tensor:
-    """Pixels whose centre sample shows a different surface (part, floor or background) than a 4-neighbour."""
+def _edge_pixels(part: Tensor, amodal: Tensor, s: int, adaptive: bool) -> Tensor:
+    """Pixels whose centre sample differs from a 4-neighbour's in the surface it shows (part, floor or
+    background) or in which objects' silhouettes it lies (hidden silhouette edges change visible fractions)."""
     if s == 1:
         return torch.zeros_like(part, dtype=torch.bool)
     if not adaptive:
         return torch.ones_like(part, dtype=torch.bool)
-    p = F.pad(part.unsqueeze(1).float(), (1, 1, 1, 1), mode="replicate").squeeze(1)
+    bits = 2 ** torch.arange(amodal.shape[1], device=part.device).view(1, -1, 1, 1)
+    code = (part + 1) * 2 ** amodal.shape[1] + (amodal.long() * bits).sum(1)  # < 2**24: exact in float32
+    p = F.pad(code.unsqueeze(1).float(), (1, 1, 1, 1), mode="replicate").squeeze(1)
     centre = p[:, 1:-1, 1:-1]
     return (
         (centre != p[:, :-2, 1:-1])

@@ -10,6 +10,23 @@ from torch import Tensor
 from .geometry import part_hits, surface_normal
 
 TEXTURE_KINDS = ("plain", "stripes", "checker", "dots", "marble", "tiles")
+# mean mixing weight of each kind over a period: what a texture fades to when it is too fine for the pixels
+# (dots: the volume fraction of a ball of radius 0.3 in a unit cell, 4/3 π 0.3³)
+TEXTURE_MEANS = (0.0, 0.5, 0.5, 4 / 3 * math.pi * 0.3**3, 0.5, 0.5)
+
+
+def band_limit(mix: Tensor, kind: Tensor, cycles_per_pixel: Tensor) -> Tensor:
+    """Fade a procedural texture to its mean where it is finer than the pixel grid can show (frequency clamping).
+
+    ``m' = μ + w (m - μ)`` with ``w = clamp(2 - 4 c, 0, 1)`` for ``c`` texture cycles per pixel: full contrast up
+    to a quarter cycle per pixel, none at the Nyquist limit (half a cycle). Without it one sample per pixel
+    aliases distant or grazing textures (a floor near the horizon) into noise.
+    """
+    mean = torch.zeros_like(mix)
+    for k, value in enumerate(TEXTURE_MEANS):
+        mean = torch.where(kind == k, value, mean)
+    w = (2.0 - 4.0 * cycles_per_pixel).clamp(0, 1)
+    return mean + w * (mix - mean)
 
 
 def texture_mix(p: Tensor, kind: Tensor, freq: Tensor, phase: Tensor) -> Tensor:
@@ -91,6 +108,7 @@ def shade_hits(
     rec: Tensor,
     xy: Tensor,
     t: Tensor,
+    pixel: float,
     ambient: float,
     diffuse: float,
     specular: float,
@@ -100,7 +118,8 @@ def shade_hits(
 
     ``rec`` ``(sum(SHADE_ROWS), M)`` holds each hit's record as a column (the hit part and its image's camera
     and light), ``xy`` ``(2, M)`` the ray's image-plane point and ``t`` ``(M,)`` the hit distance along the ray
-    ``x right + y up + forward``. Records are columns so a compiled kernel reads every field contiguously.
+    ``x right + y up + forward``; ``pixel`` is the pixel pitch in image-plane units (``1 / focal``). Records
+    are columns so a compiled kernel reads every field contiguously.
 
     The hit part is intersected again (cheap: one part per ray) for the face it was hit on; the normal is
     mapped back to world axes by ``M^T``; texture and Blinn-Phong lighting as in :func:`texture_mix` and
@@ -115,7 +134,13 @@ def shade_hits(
     p = o + t.unsqueeze(-1) * d
     n_local = surface_normal(p, d, face, torch.where(on_hole.unsqueeze(-1), hquad, quad))
     normal = torch.nn.functional.normalize((m * n_local.unsqueeze(-1)).sum(-2), dim=-1)  # M^T n
-    mix = texture_mix(p, tex[..., 0].round(), tex[..., 1], tex[..., 2]).unsqueeze(-1)
-    albedo = color * (1 - mix) + color2 * mix
     view = -torch.nn.functional.normalize(dirs, dim=-1)
+    # a pixel's footprint on the surface, in part units: the ray spacing t |d_local| pixel, stretched by 1/cos
+    # at grazing angles; a texture of angular frequency f repeats every 2π / f part units
+    kind = tex[..., 0].round()
+    slant = (normal * view).sum(-1).abs().clamp_min(0.1)
+    footprint = t * d.norm(dim=-1) * pixel / slant
+    mix = texture_mix(p, kind, tex[..., 1], tex[..., 2])
+    mix = band_limit(mix, kind, footprint * tex[..., 1] / (2 * math.pi)).unsqueeze(-1)
+    albedo = color * (1 - mix) + color2 * mix
     return blinn_phong(albedo, normal, view, light_dir, light_rgb, ambient, diffuse, specular, shininess)
