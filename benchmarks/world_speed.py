@@ -17,10 +17,19 @@ from invarlab.world.datasets import plan
 from invarlab.world.render import World
 
 
-def measure(kind: str, resolution: int, batch: int, supersample: int, compile: bool, seconds: float) -> float:
+def measure(
+    kind: str,
+    resolution: int,
+    batch: int,
+    supersample: int,
+    compile: bool,
+    seconds: float,
+    adaptive: bool = True,
+) -> float:
     cfg = WorldConfig()
     cfg.render.resolution, cfg.render.batch_size = resolution, batch
     cfg.render.supersample, cfg.render.compile = supersample, compile
+    cfg.render.adaptive = adaptive
     world = World(cfg)
     spec = DatasetSpec(
         kind="scene_centric" if kind == "scene" else "clips" if kind == "clip frame" else kind,
@@ -44,20 +53,23 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, compile={not args.eager}")
-    cases = [("object_centric", 64, 64, 2), ("scene", 64, 32, 2), ("clip frame", 64, 32, 2)]
+    cases = [("object_centric", 64, 64, 2, True), ("scene", 64, 32, 2, True), ("clip frame", 64, 32, 2, True)]
     if not args.quick:
         cases += [
-            ("object_centric", 64, 64, 1),
-            ("object_centric", 32, 128, 2),
-            ("object_centric", 96, 32, 2),
-            ("object_centric", 128, 16, 2),
-            ("object_centric", 64, 16, 2),
-            ("object_centric", 64, 256, 2),
+            ("object_centric", 64, 64, 2, False),
+            ("object_centric", 64, 64, 1, True),
+            ("object_centric", 32, 128, 2, True),
+            ("object_centric", 96, 32, 2, True),
+            ("object_centric", 128, 16, 2, True),
+            ("object_centric", 64, 16, 2, True),
+            ("object_centric", 64, 256, 2, True),
         ]
-    for kind, res, batch, ss in cases:
-        rate = measure(kind, res, batch, ss, not args.eager, args.seconds)
+    for kind, res, batch, ss, adaptive in cases:
+        rate = measure(kind, res, batch, ss, not args.eager, args.seconds, adaptive)
+        mode = "adaptive" if adaptive else "full"
         print(
-            f"{kind:15s} {res:4d}x{res:<4d} batch {batch:4d} supersample {ss}  {rate:8.1f} img/s", flush=True
+            f"{kind:15s} {res:4d}x{res:<4d} batch {batch:4d} supersample {ss} {mode:8s} {rate:8.1f} img/s",
+            flush=True,
         )
 
 
