@@ -14,7 +14,7 @@ import torch
 
 from invarlab.world.config import DatasetSpec, WorldConfig
 from invarlab.world.datasets import plan
-from invarlab.world.render import World
+from invarlab.world.renderer import World
 
 
 def measure(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import WorldPreset
 from .datasets import cache_identity, iter_batches, num_images
-from .render import World
+from .renderer import World
 from .sheets import dataset_sheet, factor_sheet, video_strip
 from .store import RenderedDataset, get_or_render
 

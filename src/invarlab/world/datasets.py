@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .config import DatasetSpec, WorldConfig
 from .factors import Factors
-from .render import RenderOutput, World
+from .renderer import RenderOutput, World
 from .sampling import object_centric, scene_centric
 from .sets import SET_KINDS, invariance_set, set_size
 from .video import clips

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from .background import PHOTO_KIND
 from .catalog import CATEGORY_NAMES
 from .factors import Factors
-from .render import World
+from .renderer import World
 from .shading import TEXTURE_KINDS, temperature_rgb
 from .store import RenderedDataset
 
