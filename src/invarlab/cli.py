@@ -1,4 +1,4 @@
-"""The ``invarlab`` command line: one typer sub-app per stage (``world`` so far).
+"""The ``invarlab`` command line: one sub-command per stage (``world``, ``train``, ``export`` so far).
 
 Commands take a preset (a name under ``configs/<group>/`` or a YAML file) and ``key=value`` overrides, and
 print every option with its default and allowed values in ``--help``, so a user never has to read the source
@@ -26,7 +26,7 @@ from invarlab.config_schema import format_value
 from invarlab.errors import ConfigError, UserError
 from invarlab.world.config import WorldPreset
 
-__all__ = ["app", "main", "options_epilog", "world_app"]
+__all__ = ["app", "load_train_config", "load_world_preset", "main", "options_epilog", "world_app"]
 
 app = typer.Typer(
     name="invarlab",
@@ -144,6 +144,96 @@ def show(
     preset = load_world_preset(args, config)
     for path in _world_api().show_preset(preset, out):
         typer.echo(str(path))
+
+
+# ------------------------------------------------------------------------------------------- train / export
+def _train_schema() -> type:
+    # Imported when needed: the training config pulls in the methods package.
+    return importlib.import_module("invarlab.train.config").TrainConfig
+
+
+def load_train_config(args: list[str] | None, config: Path | None) -> Any:
+    """``[PRESET] [key=value ...]`` or ``--config FILE [key=value ...]``; neither means preset ``quickstart``
+    (same rules as :func:`load_world_preset`)."""
+    args = list(args or [])
+    preset: str | Path | None = args.pop(0) if args and "=" not in args[0] else None
+    if config is not None:
+        if preset is not None:
+            raise ConfigError(f"give a preset or --config, not both (got '{preset}' and --config {config})")
+        preset = config
+    return load_config(_train_schema(), preset if preset is not None else "quickstart", args, group="train")
+
+
+class _TrainCommand(typer.core.TyperCommand):
+    """Builds its epilog (every training option) only when help is shown: the schema imports torch and the
+    methods, which would add seconds to every other command's start-up."""
+
+    @property
+    def epilog(self) -> str:  # type: ignore[override]
+        return options_epilog(_train_schema(), "Training options")
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        pass
+
+
+@app.command("train", cls=_TrainCommand)
+def train_command(
+    args: list[str] | None = typer.Argument(
+        None,
+        metavar="PRESET KEY=VALUE",
+        help="a preset name (configs/train/NAME.yaml) or YAML file, then key=value overrides",
+        show_default=False,
+    ),
+    config: Path | None = _CONFIG,
+) -> None:
+    """Train a method; resumes from the run directory's newest checkpoint (resume=auto). Under torchrun,
+    every process runs this command (gloo on CPU, nccl on GPU)."""
+    import logging
+
+    cfg = load_train_config(args, config)
+    if not logging.getLogger().handlers:
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    result = importlib.import_module("invarlab.train.api").train(cfg)
+    knn = f", kNN top-1 {result.knn_top1:.1f}%" if result.knn_top1 is not None else ""
+    typer.echo(f"run {result.run_dir}: step {result.step}{knn}; checkpoint {result.checkpoint}")
+
+
+@app.command("export")
+def export_command(
+    run: Path = typer.Argument(..., help="run directory (its newest checkpoint) or a checkpoint file"),
+    format: str = typer.Option("torchvision", "--format", "-f", help="output layout: torchvision"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="output file; default RUN/export/<arch>_torchvision_<checkpoint>.pt"
+    ),
+) -> None:
+    """Write a run's backbone as a state dict that torchvision.models.<arch>() loads with strict=True."""
+    from invarlab.errors import CheckpointError
+    from invarlab.nets import build_backbone, export_torchvision_state_dict, load_checkpoint, read_checkpoint
+    from invarlab.train.checkpoint import atomic_save, find_latest
+
+    if format != "torchvision":
+        raise ConfigError(f"unknown export format '{format}'; available: torchvision")
+    path = run if run.is_file() else find_latest(run)
+    if path is None:
+        raise CheckpointError(
+            f"{run}: no checkpoint there (expected a file or a run directory with checkpoints/)"
+        )
+    ckpt = read_checkpoint(path)
+    arch = ckpt.get("arch") if isinstance(ckpt, dict) else None
+    if not isinstance(arch, dict) or not arch.get("name"):
+        raise ConfigError(
+            f"{path}: its backbone is not an invarlab ResNet, so it has no torchvision counterpart"
+        )
+    model = build_backbone(**arch)
+    load_checkpoint(ckpt, model)
+    state = export_torchvision_state_dict(model)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out = out or run_dir / "export" / f"{arch['name']}_torchvision_{path.stem}.pt"
+    atomic_save(state, out)
+    typer.echo(str(out))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,407 @@
+"""The trainer: one loop for every method (data order, AMP, DDP, schedule, checkpoints, logs, kNN monitor).
+
+A method is anything that follows the contract of ``invarlab.methods.base.Method``: ``training_step(images
+uint8 (B,3,H,W) on the device, labels, generator) -> StepOutput(loss, metrics)``, ``parameter_groups(wd)``,
+``on_after_optimizer_step(step, total_steps)``, ``features(normalised float images)`` and a ``backbone``.
+
+Determinism: the data order is a pure function of ``(seed, epoch)`` (a seeded permutation per epoch; step ``s``
+reads batch ``s mod steps_per_epoch`` of epoch ``s // steps_per_epoch``), and every random state a step uses
+(torch, CUDA, Python, NumPy, the views generator) is stored in each checkpoint. So a run killed after its
+checkpoint at step ``k`` and resumed reaches step ``n`` with the same parameters, bit for bit on a CPU, as a run
+that never stopped.
+
+Distributed (``torchrun``): the global batch of step ``s`` is the single-process batch, cut into ``world_size``
+contiguous per-rank parts; the method is wrapped in ``DistributedDataParallel`` (gradients averaged), every
+rank keeps its own generators (stored per rank), rank 0 writes checkpoints and logs and runs the monitor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from invarlab.config import config_hash, to_yaml
+from invarlab.data.collate import collate_uint8
+from invarlab.errors import CheckpointError, ConfigError, DataError, UserError
+from invarlab.nets.checkpoints import make_checkpoint
+from invarlab.train import checkpoint as ck
+from invarlab.train.config import TrainConfig, check_train_config
+from invarlab.train.log import RunLogger
+from invarlab.train.monitor import extract_features, knn_predict
+from invarlab.train.optim import build_optimizer
+from invarlab.train.sampler import EpochBatchSampler
+from invarlab.train.schedule import WarmupCosine, scaled_lr
+from invarlab.train.util import dist_info, mix_seed, resolve_device
+
+__all__ = ["EpochBatchSampler", "NonFiniteLossError", "TrainResult", "Trainer"]
+
+log = logging.getLogger("invarlab.train")
+# Keys that do not change what is trained: they are left out of the default run directory's hash.
+_RUN_KEYS = ("run_dir", "resume", "device", "log.*", "knn.*", "checkpoint.*", "data.num_workers", "compile")
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite; training stopped before the update, the last checkpoint is intact."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Where a run ended: its directory, the completed steps, the last checkpoint and the last logged values."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    metrics: dict[str, float]
+    knn_top1: float | None
+
+
+class _StepModule(nn.Module):
+    """Routes ``training_step`` through ``forward``, which is what DistributedDataParallel hooks into."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(
+        self, images: Tensor, labels: Tensor | None, generator: torch.Generator
+    ) -> tuple[Tensor, dict]:
+        out = self.method.training_step(images, labels, generator)
+        return out.loss, out.metrics
+
+
+def _capped(dataset: Dataset, cap: int, seed: int) -> Dataset:
+    """A fixed seeded subset of at most ``cap`` samples (the monitor's bank / test set)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if n <= cap:
+        return dataset
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+    return Subset(dataset, idx.tolist())
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+class Trainer:
+    """Train ``method`` on ``train_set`` as ``config`` says; :meth:`fit` runs (or resumes) the run.
+
+    ``train_set`` / ``monitor_set`` return ``(uint8 image (3,H,W), label, index)`` (see :mod:`invarlab.data`);
+    ``monitor_set`` is the held-out split the kNN monitor classifies (None: no monitor). The method must be
+    built with the same seed on every rank (DDP also broadcasts rank 0's weights).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        method: nn.Module,
+        train_set: Dataset,
+        monitor_set: Dataset | None = None,
+        *,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.cfg = cfg = config
+        self.rank, self.world_size = dist_info()
+        self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
+        check_train_config(cfg, self.device.type)
+        if cfg.batch_size % self.world_size:
+            raise ConfigError(
+                f"batch_size={cfg.batch_size} is not divisible by the {self.world_size} processes"
+            )
+        self.train_set, self.monitor_set = train_set, monitor_set
+        n = len(train_set)  # type: ignore[arg-type]
+        self.steps_per_epoch = n // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"the training set has {n} images, fewer than one batch (batch_size={cfg.batch_size})"
+            )
+        self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
+        self.num_classes = getattr(train_set, "num_classes", None)
+
+        self.method = method.to(self.device)
+        if cfg.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            # Module.compile() compiles in place, so state-dict names (and checkpoints) stay unchanged.
+            self.method.backbone.compile()
+        self.ddp: nn.Module | None = None
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(
+                _StepModule(self.method),
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(method, "ddp_find_unused_parameters", False)),
+            )
+        self.peak_lr = scaled_lr(cfg.optim.base_lr, cfg.batch_size)
+        o = cfg.optim
+        self.optimizer = build_optimizer(
+            o.name,
+            method.parameter_groups(o.weight_decay),
+            self.peak_lr,
+            o.weight_decay,
+            o.momentum,
+            o.nesterov,
+            o.lars_eta,
+        )
+        self.schedule = WarmupCosine(
+            self.peak_lr, self.total_steps, o.warmup_steps, o.min_lr_ratio, o.schedule == "cosine"
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        # The views generator lives on the CPU: the views module draws there, so views match on any device.
+        self.generator = torch.Generator().manual_seed(mix_seed(cfg.seed, self.rank, "views"))
+        self.step = 0
+        self.run_dir = self._resolve_run_dir()
+
+    # -------------------------------------------------------------------------------------------- setup
+    def _resolve_run_dir(self) -> Path:
+        if self.cfg.run_dir:
+            return Path(self.cfg.run_dir).expanduser()
+        name = getattr(self.method, "name", type(self.method).__name__)
+        return Path("runs") / f"{name}-{config_hash(self.cfg, exclude=_RUN_KEYS)[:8]}"
+
+    def _autocast(self) -> Any:
+        if self.cfg.amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _seed_globals(self) -> None:
+        import random
+
+        import numpy as np
+
+        s = mix_seed(self.cfg.seed, self.rank, "globals")
+        torch.manual_seed(s)
+        random.seed(s)
+        np.random.seed(s % 2**32)  # noqa: NPY002  (the global one third-party code uses)
+
+    def _write_config(self) -> None:
+        resolved = dataclasses.replace(self.cfg, run_dir=str(self.run_dir))
+        text = to_yaml(resolved)
+        path = self.run_dir / "config.yaml"
+        if path.is_file():
+            old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(yaml.safe_load(text))
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k != "resume")
+            if changed:
+                log.warning("%s: config changed on resume: %s", path, ", ".join(changed))
+        path.write_text(text)
+
+    def _resume(self) -> Path | None:
+        resume = self.cfg.resume
+        if resume == "none":
+            latest = ck.find_latest(self.run_dir)
+            if latest is not None:
+                raise ConfigError(
+                    f"{self.run_dir} already holds checkpoints (newest {latest.name}); resume=auto continues that "
+                    "run, or choose another run_dir for a fresh one"
+                )
+            return None
+        path = ck.find_latest(self.run_dir) if resume == "auto" else Path(resume).expanduser()
+        if path is None:
+            return None
+        ckpt = ck.load_training_checkpoint(path)
+        try:
+            self.method.load_state_dict(ckpt["method_state"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"{path}: does not fit this method / optimiser ({str(e).splitlines()[0]}); was it written with "
+                "another method or backbone config? Use another run_dir for a new run."
+            ) from None
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        rng = ckpt["rng"]
+        if len(rng) == self.world_size:
+            ck.restore_rng(rng[self.rank], self.generator)
+        else:  # a different process count cannot replay the same streams; keep the data order, reseed the rest
+            log.warning(
+                "%s: written by %d process(es), resumed with %d: random streams reseeded",
+                path,
+                len(rng),
+                self.world_size,
+            )
+            self._seed_globals()
+            self.generator.manual_seed(mix_seed(self.cfg.seed, self.rank, "views", ckpt["step"]))
+        self.step = int(ckpt["step"])
+        return path
+
+    def _save(self) -> Path | None:
+        """Gather every rank's RNG state; rank 0 writes the checkpoint atomically and prunes old ones."""
+        rng = ck.capture_rng(self.generator)
+        states = [rng]
+        if self.world_size > 1:
+            states = [None] * self.world_size
+            dist.all_gather_object(states, rng)
+        path = None
+        if self.rank == 0:
+            ckpt = make_checkpoint(
+                self.method.backbone,
+                None,
+                method=getattr(self.method, "name", type(self.method).__name__),
+                method_state=self.method.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                scheduler={**self.schedule.state_dict(), "step": self.step},
+                scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                step=self.step,
+                epoch=self.step // self.steps_per_epoch,
+                world_size=self.world_size,
+                rng=states,
+                config=yaml.safe_load(to_yaml(dataclasses.replace(self.cfg, run_dir=str(self.run_dir)))),
+            )
+            path = ck.atomic_save(ckpt, ck.checkpoint_path(self.run_dir, self.step))
+            ck.prune_checkpoints(self.run_dir, self.cfg.checkpoint.keep)
+        if self.world_size > 1:
+            dist.barrier()
+        return path
+
+    # ----------------------------------------------------------------------------------------- training
+    def _loader(self, epoch: int, start: int) -> DataLoader:
+        sampler = EpochBatchSampler(
+            len(self.train_set),
+            self.cfg.batch_size,
+            self.cfg.seed,
+            epoch,
+            self.rank,
+            self.world_size,
+            start,  # type: ignore[arg-type]
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            collate_fn=collate_uint8,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            # Its own generator: creating a loader iterator would otherwise draw from torch's global RNG,
+            # so a resumed run (which creates it at another point) would see different random numbers.
+            generator=torch.Generator().manual_seed(mix_seed(self.cfg.seed, epoch, self.rank, "loader")),
+        )
+
+    def _train_step(self, images: Tensor, labels: Tensor) -> tuple[float, dict[str, float], float]:
+        t = self.step
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        lr = self.schedule.apply(self.optimizer.param_groups, t)
+        with self._autocast():
+            if self.ddp is not None:
+                loss, metrics = self.ddp(images, labels, self.generator)
+            else:
+                out = self.method.training_step(images, labels, self.generator)
+                loss, metrics = out.loss, out.metrics
+        bad = (~torch.isfinite(loss.detach().float())).float().reshape(1)
+        if self.world_size > 1:  # every rank must stop together, or the others hang in the next all-reduce
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item():
+            last = ck.find_latest(self.run_dir)
+            where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"loss is {float(loss.detach())} at step {t + 1} (lr {lr:.4g}); stopped before the update, {where}. "
+                "Lower optim.base_lr, add optim.warmup_steps or set amp=none, then rerun (resume=auto restarts "
+                "from that checkpoint)."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.method.on_after_optimizer_step(t, self.total_steps)
+        self.step = t + 1
+        return float(loss.detach()), dict(metrics), lr
+
+    def run_monitor(self) -> float | None:
+        """Weighted-kNN top-1 accuracy (percent) on the held-out set; None when there is none. Rank 0 only."""
+        if self.monitor_set is None or self.rank != 0 or self.cfg.knn.every_epochs == 0:
+            return None
+        k = self.cfg.knn
+        bank_set = _capped(self.train_set, k.max_bank, mix_seed(self.cfg.seed, "bank"))
+        test_set = _capped(self.monitor_set, k.max_test, mix_seed(self.cfg.seed, "test"))
+        args = (k.batch_size, self.device, self._autocast, self.cfg.channels_last, self.cfg.data.num_workers)
+        bank, bank_y = extract_features(self.method, bank_set, *args)
+        test, test_y = extract_features(self.method, test_set, *args)
+        keep = bank_y >= 0  # samples without a class (-1) cannot vote
+        num_classes = self.num_classes or int(max(bank_y.max(), test_y.max())) + 1
+        pred = knn_predict(bank[keep], bank_y[keep], test, num_classes, k.k, k.temperature)
+        return float((pred == test_y).float().mean() * 100) if len(test_y) else None
+
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train to ``total_steps`` (or stop early at step ``stop_at``, e.g. a time-limited job, with a
+        checkpoint; the schedule still spans the full run). Resumes as ``config.resume`` says."""
+        cfg = self.cfg
+        self._seed_globals()
+        resumed = self._resume()
+        end = min(self.total_steps, stop_at) if stop_at else self.total_steps
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ck.remove_stale_temporaries(self.run_dir)
+            self._write_config()
+        if resumed is not None:
+            log.info("resumed from %s at step %d", resumed, self.step)
+        logger = RunLogger(
+            self.run_dir,
+            self.total_steps,
+            self.step,
+            enabled=self.rank == 0,
+            tensorboard=cfg.log.tensorboard,
+            progress=cfg.log.progress,
+        )
+        last_ckpt, last_metrics, knn_top1 = resumed, {}, None
+        sums: dict[str, float] = {}
+        count, window_start = 0, time.perf_counter()
+        self.method.train()
+        try:
+            while self.step < end:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                for images, labels, _ in self._loader(epoch, start):
+                    loss, metrics, lr = self._train_step(images, labels)
+                    for key, v in {"loss": loss, **metrics}.items():
+                        sums[key] = sums.get(key, 0.0) + float(v)
+                    count += 1
+                    s = self.step
+                    if s % cfg.log.every == 0 or s == end:
+                        elapsed = time.perf_counter() - window_start
+                        last_metrics = {key: v / count for key, v in sums.items()}
+                        last_metrics.update(lr=lr, img_per_s=count * cfg.batch_size / max(elapsed, 1e-9))
+                        logger.write(s, (s - 1) // self.steps_per_epoch, last_metrics)
+                        logger.advance(s, last_metrics["loss"], lr, last_metrics["img_per_s"])
+                        sums, count, window_start = {}, 0, time.perf_counter()
+                    else:
+                        logger.advance(s)
+                    paused = time.perf_counter()  # monitor and checkpoint time is not training throughput
+                    epoch_done = s % self.steps_per_epoch == 0
+                    every = cfg.knn.every_epochs
+                    if every and (
+                        (epoch_done and (s // self.steps_per_epoch) % every == 0) or s == self.total_steps
+                    ):
+                        top1 = self.run_monitor()
+                        if top1 is not None:
+                            knn_top1 = top1
+                            logger.write(s, (s - 1) // self.steps_per_epoch, {"top1": top1}, tag="knn")
+                    if (cfg.checkpoint.every and s % cfg.checkpoint.every == 0) or s == end:
+                        last_ckpt = self._save() or last_ckpt
+                    window_start += time.perf_counter() - paused
+                    if s >= end:
+                        break
+        finally:
+            logger.close()
+        return TrainResult(
+            self.run_dir, self.step, last_ckpt or ck.find_latest(self.run_dir), last_metrics, knn_top1
+        )
