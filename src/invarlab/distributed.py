@@ -1,0 +1,198 @@
+"""Distributed primitives that also work, unchanged, in a single process without a process group.
+
+- :func:`concat_all_gather` / :func:`all_gather_with_grad`: the batch of every rank, concatenated in rank order.
+- :func:`batch_shuffle` / :func:`batch_unshuffle`: MoCo's shuffling BN (He et al. 2020, §3.3). The key encoder's
+  input is permuted across the global batch before its forward and the output permuted back, so that the
+  BatchNorm statistics of a key never come from the same sub-batch as its query's, which would let the model
+  "cheat" the pretext task through the statistics. In one process the permutation is local: it is a no-op for
+  plain BN (whose statistics are permutation invariant) and what makes :class:`SplitBatchNorm2d` useful.
+- :class:`SplitBatchNorm2d` / :func:`convert_to_split_bn`: BN statistics per contiguous split of the batch in
+  one process, emulating ``num_splits`` GPUs with per-GPU BN, so single-process runs see the statistics (and
+  with :func:`batch_shuffle`, the shuffling) of a multi-GPU run.
+
+Every function returns samples in their original order; each rank must hold the same number of samples.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from invarlab.errors import ConfigError
+
+__all__ = [
+    "SplitBatchNorm2d",
+    "all_gather_with_grad",
+    "batch_shuffle",
+    "batch_unshuffle",
+    "concat_all_gather",
+    "convert_to_split_bn",
+    "is_distributed",
+    "rank",
+    "world_size",
+]
+
+
+def is_distributed() -> bool:
+    """True when ``torch.distributed`` is available and a process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank in the default group; 0 without one."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """Number of processes in the default group; 1 without one."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+@torch.no_grad()
+def concat_all_gather(x: Tensor) -> Tensor:
+    """``cat([x_0, x_1, ..., x_{W-1}], dim=0)`` of every rank's ``x`` (equal shapes), without gradient.
+
+    Without a process group (or with one process) it returns ``x`` itself, detached: the same values and
+    storage, and no gradient, as in the multi-process case.
+    """
+    if world_size() == 1:
+        return x.detach()
+    x = x.contiguous()
+    out = torch.empty((world_size() * x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device)
+    dist.all_gather_into_tensor(out, x)
+    return out
+
+
+def all_gather_with_grad(x: Tensor) -> Tensor:
+    """As :func:`concat_all_gather`, but differentiable: the gradient of the gathered tensor is summed over
+    ranks and the slice of this rank flows back into ``x``. With every rank computing the same global loss and
+    DDP averaging parameter gradients over W ranks, the W-fold sum and the 1/W average cancel, so the
+    gradient is that of the global loss (SimCLR's global-batch negatives). ``x`` itself in one process.
+    """
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather  # imported late: only needed with a group
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+@torch.no_grad()
+def batch_shuffle(x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """A random permutation of the global batch; returns ``(this rank's share of it, idx_unshuffle)``.
+
+    Distributed: every rank's ``x`` is gathered (``W·B`` samples), rank 0 draws ``perm`` and broadcasts it, and
+    rank r keeps ``gathered[perm[r·B:(r+1)·B]]``. One process: ``x[perm]`` for a permutation of its B samples.
+    ``idx_unshuffle = argsort(perm)`` undoes it in :func:`batch_unshuffle`. ``generator`` draws the permutation
+    (on rank 0 only when distributed), so a run stays reproducible from its seed.
+    """
+    b = x.shape[0]
+    n = b * world_size()
+    device = generator.device if generator is not None else torch.device("cpu")
+    perm = torch.randperm(n, generator=generator, device=device).to(x.device)
+    if world_size() == 1:
+        return x[perm], torch.argsort(perm)
+    gathered = concat_all_gather(x)
+    dist.broadcast(perm, src=0)  # every rank must use rank 0's permutation
+    r = rank()
+    return gathered[perm[r * b : (r + 1) * b]], torch.argsort(perm)
+
+
+@torch.no_grad()
+def batch_unshuffle(x: Tensor, idx_unshuffle: Tensor) -> Tensor:
+    """Undo :func:`batch_shuffle`: row ``i`` of the result belongs to row ``i`` of the original ``x``.
+
+    Distributed: gathers the shuffled outputs of every rank and keeps ``gathered[idx_unshuffle[r·B:(r+1)·B]]``.
+    """
+    if world_size() == 1:
+        return x[idx_unshuffle.to(x.device)]
+    b = x.shape[0]
+    r = rank()
+    return concat_all_gather(x)[idx_unshuffle[r * b : (r + 1) * b]]
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics are computed per contiguous split of the batch.
+
+    In training, the batch of N is cut into ``num_splits`` chunks of N / S consecutive samples (rows
+    ``s·N/S .. (s+1)·N/S − 1`` form split s, as ``torch.chunk`` cuts) and each chunk is normalised with its own
+    mean and (biased) variance, exactly as S GPUs with plain BN would. Running statistics are updated per
+    split with the usual momentum rule and then averaged over the splits:
+
+        running ← (1/S) Σ_s [ (1 − m) running + m stat_s ] = (1 − m) running + m · mean_s(stat_s)
+
+    (``stat_s`` uses the unbiased variance, as BatchNorm's running variance does). Evaluation mode is plain
+    BatchNorm with the running statistics. Parameter and buffer names are BatchNorm2d's, so state dicts and
+    torchvision checkpoints interchange. With ``num_splits=1`` it is exactly ``nn.BatchNorm2d``.
+    """
+
+    def __init__(self, num_features: int, num_splits: int = 1, **kwargs: object) -> None:
+        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
+        if num_splits < 1:
+            raise ConfigError(f"num_splits (bn_splits) must be >= 1, got {num_splits}")
+        self.num_splits = num_splits
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.num_splits
+        if not self.training or s == 1:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        if n % s != 0:
+            raise ConfigError(f"split BatchNorm needs a batch divisible by bn_splits={s}, got a batch of {n}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
+                factor = 1.0 / float(self.num_batches_tracked)
+        # (N, C, H, W) -> (N/S, S·C, H, W) with channel block s holding split s: one batch_norm call computes
+        # the statistics of every split at once (BN's statistics are per channel over the batch and pixels).
+        xs = x.view(s, n // s, c, h, w).transpose(0, 1).reshape(n // s, s * c, h, w)
+        use_running = self.track_running_stats and self.running_mean is not None
+        rm = self.running_mean.repeat(s) if use_running else None
+        rv = self.running_var.repeat(s) if use_running else None
+        weight = self.weight.repeat(s) if self.affine else None
+        bias = self.bias.repeat(s) if self.affine else None
+        out = F.batch_norm(xs, rm, rv, weight, bias, True, factor, self.eps)
+        if use_running:
+            with torch.no_grad():
+                self.running_mean.copy_(rm.view(s, c).mean(dim=0))
+                self.running_var.copy_(rv.view(s, c).mean(dim=0))
+        return out.reshape(n // s, s, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_splits={self.num_splits}"
+
+
+def convert_to_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` in ``module`` (in place, recursively) by a :class:`SplitBatchNorm2d`
+    with the same parameters, buffers and settings; returns ``module`` (or the replacement, if ``module`` is
+    itself a BatchNorm2d). ``num_splits=1`` leaves the module unchanged."""
+    if num_splits < 1:
+        raise ConfigError(f"num_splits (bn_splits) must be >= 1, got {num_splits}")
+    if num_splits == 1:
+        return module
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, SplitBatchNorm2d):
+        new = SplitBatchNorm2d(
+            module.num_features,
+            num_splits,
+            eps=module.eps,
+            momentum=module.momentum,
+            affine=module.affine,
+            track_running_stats=module.track_running_stats,
+        ).to(device=_device_of(module))
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        if module.affine:
+            new.weight.requires_grad_(module.weight.requires_grad)
+            new.bias.requires_grad_(module.bias.requires_grad)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, convert_to_split_bn(child, num_splits))
+    return module
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
