@@ -112,7 +112,7 @@ class Blobs(torch.utils.data.Dataset):
 
 
 def make_config(run_dir: Path, **kw) -> TrainConfig:
-    base = dict(batch_size=8, steps=6, amp="bf16", run_dir=str(run_dir), device="cpu", seed=3)
+    base = dict(batch_size=8, steps=6, amp="auto", run_dir=str(run_dir), device="cpu", seed=3)
     base.update(kw)
     cfg = TrainConfig(**{k: v for k, v in base.items() if "." not in k})
     cfg.checkpoint.every, cfg.checkpoint.keep = 2, 0
@@ -256,7 +256,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
         return StepOutput(out.loss * float("nan"), out.metrics) if len(calls) == 3 else out
 
     method.training_step = nan_at_step_3
-    trainer = Trainer(make_config(tmp_path), method, Blobs(40))
+    trainer = Trainer(make_config(tmp_path, amp="bf16"), method, Blobs(40))  # autocast: bf16 on any CPU
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3.*step_00000002\.pt"):
         trainer.fit()
     assert find_latest(tmp_path).name == "step_00000002.pt"
@@ -458,3 +458,40 @@ def test_two_gloo_processes_equal_one(tmp_path):
     for k, v in single.method.state_dict().items():
         assert torch.allclose(v, two[k], atol=1e-6), k
     assert json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 4
+
+
+def test_resume_is_bit_identical_with_moco(tmp_path):
+    """The same with a real method (momentum encoder, queue, random views), when invarlab.methods is there."""
+    methods = pytest.importorskip("invarlab.methods")
+    mcfg = methods.MethodConfig(
+        name="moco", backbone="resnet18", stem="cifar", width=0.125, queue_size=32, view_size=16, proj_dim=16
+    )
+
+    def build():
+        torch.manual_seed(0)
+        return methods.build_method(mcfg, 4)
+
+    def config(run):
+        cfg = make_config(tmp_path / run, steps=4, method=mcfg)
+        cfg.knn.every_epochs = 0
+        return cfg
+
+    full = Trainer(config("a"), build(), Blobs(40))
+    full.fit()
+    victim = build()
+    step_fn, calls = victim.training_step, []
+
+    def dies_at_step_4(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise Killed
+        return step_fn(*args)
+
+    victim.training_step = dies_at_step_4
+    with pytest.raises(Killed):
+        Trainer(config("b"), victim, Blobs(40)).fit()
+    resumed = Trainer(config("b"), build(), Blobs(40))
+    resumed.fit()
+    a, b = full.method.state_dict(), resumed.method.state_dict()
+    assert "queue.features" in a or any("queue" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)

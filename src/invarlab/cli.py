@@ -9,6 +9,7 @@ exit status 2: a user who mistyped a key needs the fix, not a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -192,13 +193,16 @@ def train_command(
     import logging
 
     cfg = load_train_config(args, config)
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     if not logging.getLogger().handlers:
         from rich.logging import RichHandler
 
-        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+        level = logging.INFO if rank0 else logging.WARNING
+        logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)])
     result = importlib.import_module("invarlab.train.api").train(cfg)
-    knn = f", kNN top-1 {result.knn_top1:.1f}%" if result.knn_top1 is not None else ""
-    typer.echo(f"run {result.run_dir}: step {result.step}{knn}; checkpoint {result.checkpoint}")
+    if rank0:
+        knn = f", kNN top-1 {result.knn_top1:.1f}%" if result.knn_top1 is not None else ""
+        typer.echo(f"run {result.run_dir}: step {result.step}{knn}; checkpoint {result.checkpoint}")
 
 
 @app.command("export")

@@ -150,9 +150,10 @@ class TrainConfig:
     )
     optim: OptimConfig = field(default_factory=OptimConfig)
     amp: str = opt(
-        "bf16",
-        "autocast dtype: bf16 (CPU and CUDA), fp16 (CUDA only, with loss scaling), none",
-        choices=("none", "bf16", "fp16"),
+        "auto",
+        "autocast: auto (bf16 on CUDA and on CPUs with native bf16, else none), bf16, fp16 (CUDA only, "
+        "with loss scaling), none",
+        choices=("auto", "none", "bf16", "fp16"),
     )
     channels_last: bool = opt(False, "channels-last memory format for the model and images (faster convs)")
     compile: bool = opt(False, "torch.compile the backbone (about 40 s cold start on a CPU)")

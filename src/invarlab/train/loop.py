@@ -41,7 +41,7 @@ from invarlab.train.monitor import extract_features, knn_predict
 from invarlab.train.optim import build_optimizer
 from invarlab.train.sampler import EpochBatchSampler
 from invarlab.train.schedule import WarmupCosine, scaled_lr
-from invarlab.train.util import dist_info, mix_seed, resolve_device
+from invarlab.train.util import dist_info, mix_seed, resolve_amp, resolve_device
 
 __all__ = ["EpochBatchSampler", "NonFiniteLossError", "TrainResult", "Trainer"]
 
@@ -161,7 +161,8 @@ class Trainer:
         self.schedule = WarmupCosine(
             self.peak_lr, self.total_steps, o.warmup_steps, o.min_lr_ratio, o.schedule == "cosine"
         )
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        self.amp = resolve_amp(cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         # The views generator lives on the CPU: the views module draws there, so views match on any device.
         self.generator = torch.Generator().manual_seed(mix_seed(cfg.seed, self.rank, "views"))
         self.step = 0
@@ -175,9 +176,9 @@ class Trainer:
         return Path("runs") / f"{name}-{config_hash(self.cfg, exclude=_RUN_KEYS)[:8]}"
 
     def _autocast(self) -> Any:
-        if self.cfg.amp == "none":
+        if self.amp == "none":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _seed_globals(self) -> None:
@@ -353,8 +354,19 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ck.remove_stale_temporaries(self.run_dir)
             self._write_config()
-        if resumed is not None:
-            log.info("resumed from %s at step %d", resumed, self.step)
+        if self.rank == 0:
+            log.info(
+                "%s: %d steps (%d per epoch), batch %d on %d process(es), %s, amp %s, lr %.4g%s",
+                self.run_dir,
+                self.total_steps,
+                self.steps_per_epoch,
+                cfg.batch_size,
+                self.world_size,
+                self.device,
+                self.amp,
+                self.peak_lr,
+                f"; resumed from {resumed} at step {self.step}" if resumed else "",
+            )
         logger = RunLogger(
             self.run_dir,
             self.total_steps,

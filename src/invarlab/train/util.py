@@ -14,7 +14,14 @@ import torch.distributed as dist
 
 from invarlab.errors import ConfigError
 
-__all__ = ["dist_info", "init_distributed", "mix_seed", "resolve_device"]
+__all__ = [
+    "cpu_has_native_bf16",
+    "dist_info",
+    "init_distributed",
+    "mix_seed",
+    "resolve_amp",
+    "resolve_device",
+]
 
 
 def dist_info() -> tuple[int, int]:
@@ -55,3 +62,21 @@ def init_distributed(device: torch.device) -> bool:
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return True
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX). Without them oneDNN emulates bf16 and
+    autocast makes a narrow ResNet 10-15x *slower* (measured on an AVX2-only EPYC), not faster."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast dtype a run uses: ``auto`` is bf16 on a CUDA device that supports it (else fp16), bf16
+    on a CPU with native bf16, and ``none`` on other CPUs; explicit choices are kept."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "none"
