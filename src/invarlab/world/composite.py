@@ -19,6 +19,8 @@ from torch import Tensor
 
 from .factors import Factors
 
+OCCLUDER_LABEL = 255  # instance-mask value of occluder pixels
+
 
 @dataclass
 class Samples:
@@ -166,3 +168,29 @@ def composite(f: Factors, smp: Samples, occluder_rgb: Tensor, s: int) -> Composi
     if E:
         amodal_pixels[eb, :, ey, ex] = smp.sub_amodal.any(1)
     return Composite(colour, label, amodal_pixels, visible, amodal_area, occluded)
+
+
+def images_and_masks(
+    colour: Tensor, label: Tensor, amodal: Tensor, category: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """uint8 images ``(B, 3, H, W)``, instance and category masks, visible and amodal boxes."""
+    O = category.shape[1]
+    images = (colour.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 3, 1, 2).contiguous()
+    inst = torch.where(label == O, OCCLUDER_LABEL, label + 1).to(torch.uint8)
+    is_object = (label >= 0) & (label < O)
+    cats = category.gather(1, label.clamp(0, O - 1).flatten(1)).view_as(label) + 1
+    cats = torch.where(is_object, cats, 0).to(torch.uint8)
+    obj_pix = label.unsqueeze(1) == torch.arange(O, device=label.device).view(1, O, 1, 1)
+    return images, inst, cats, boxes_of(obj_pix), boxes_of(amodal)
+
+
+def boxes_of(mask: Tensor) -> Tensor:
+    """Tight boxes ``(x0, y0, x1, y1)`` (x1, y1 exclusive) of boolean masks ``(B, O, H, W)``; -1 where empty."""
+    H, W = mask.shape[-2:]
+    cols, rows = mask.any(-2), mask.any(-1)
+    x0 = cols.float().argmax(-1)
+    x1 = W - cols.flip(-1).float().argmax(-1)
+    y0 = rows.float().argmax(-1)
+    y1 = H - rows.flip(-1).float().argmax(-1)
+    box = torch.stack((x0, y0, x1, y1), -1).float()
+    return torch.where(cols.any(-1, keepdim=True), box, torch.full_like(box, -1.0))

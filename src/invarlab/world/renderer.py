@@ -24,16 +24,24 @@ from torch import Tensor
 
 from .background import make_background, procedural_background
 from .catalog import P_MAX, Catalog, build_catalog
-from .composite import Composite, Samples, composite
+from .composite import Composite, Samples, composite, images_and_masks
 from .config import RenderConfig, WorldConfig
 from .cull import part_spheres, tile_cones, tile_overlaps
 from .factors import Factors
-from .geometry import BIG, BOX_EPS
+from .geometry import BOX_EPS
 from .shading import blinn_phong, direction, shade_hits
-from .trace import MISS_KEY, PAD, SLOT_BITS, PairTracer, compiled_or_eager, unpack_keys
+from .trace import (
+    PAD,
+    PairTracer,
+    compiled_or_eager,
+    decode_keys,
+    object_of,
+    ranks,
+    resolve_tiles,
+    sample_pattern,
+)
 
 log = logging.getLogger(__name__)
-OCCLUDER_LABEL = 255
 EMPTY_QUAD = (0.0, 0.0, 0.0, 0.0, 1.0)  # q = 1 > 0 everywhere: a region with no inside
 OCCLUDER_SHAPES = ("none", "bar", "disc")
 FLOOR_TEXTURE = 5  # tiles
@@ -196,7 +204,7 @@ class World:
             (pb * T + pt) * rows + pair_row,
             pair_slot,
             origin,
-            _pattern(S, 1, focal, self.device),
+            sample_pattern(S, 1, focal, self.device),
             B * T * rows,
         )
         part, t, amodal, edge = self._resolve_tiles(keys, B, n_t, S, H, W, O, P, s, rc.adaptive)
@@ -204,13 +212,13 @@ class World:
         # pass 2: every sub-sample of edge pixels, against the parts of the pixel's tile
         eb, ey, ex = edge.nonzero(as_tuple=True)
         E, n = eb.numel(), s * s
-        sub_pattern = _pattern(s, s, focal, self.device)
+        sub_pattern = sample_pattern(s, s, focal, self.device)
         per_tile = overlap.sum(-1).flatten()
         first = per_tile.cumsum(0) - per_tile
         tile = eb * T + (ey // S) * n_t + ex // S
         count = per_tile[tile]
         pair_edge = torch.arange(E, device=self.device).repeat_interleave(count)
-        pick = first[tile].repeat_interleave(count) + _ranks(count)
+        pick = first[tile].repeat_interleave(count) + ranks(count)
         keys2 = self._tracer.nearest(
             trace_table,
             has_hole,
@@ -221,7 +229,7 @@ class World:
             sub_pattern,
             E * rows,
         )
-        sub_part, sub_t, sub_amodal = _decode(keys2.view(n, E, rows).transpose(0, 1), 2, O, P)
+        sub_part, sub_t, sub_amodal = decode_keys(keys2.view(n, E, rows).transpose(0, 1), 2, O, P)
 
         # shading: the hit centres of interior pixels and the hit sub-samples of edge pixels
         ab, ay, ax = ((part >= 0) & ~edge).nonzero(as_tuple=True)
@@ -262,7 +270,7 @@ class World:
             1.0,
         )
         samples = Samples(
-            colour, _object_of(part, O), amodal, (eb, ey, ex), sub_colour, _object_of(sub_part, O), sub_amodal
+            colour, object_of(part, O), amodal, (eb, ey, ex), sub_colour, object_of(sub_part, O), sub_amodal
         )
         comp = composite(f, samples, occ_rgb, s)
         centre_x = 0.5 * (x_edges[:, :W] + x_edges[:, 1 : W + 1])
@@ -350,82 +358,6 @@ def _tables(parts: dict[str, Tensor], cam_rot: Tensor, light: Tensor) -> tuple[T
     return trace.flatten(0, 1), has_hole.flatten(), shade.flatten(0, 1).T.contiguous()
 
 
-def _pattern(n: int, sub: int, focal: float, device) -> Tensor:
-    """Offsets ``(n², 2)`` in image-plane units of an ``n x n`` grid of samples spaced ``1 / sub`` pixel, from
-    a group's top-left corner; row-major (``g = gy n + gx``); image-plane y points up, pixel rows down."""
-    g = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / (sub * focal)
-    gy, gx = torch.meshgrid(g, g, indexing="ij")
-    return torch.stack((gx.flatten(), -gy.flatten()), -1)
-
-
-def resolve_tiles(
-    keys: Tensor, B: int, n_t: int, S: int, H: int, W: int, O: int, P: int, s: int, adaptive: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Pass-1 keys ``(S², B T rows)`` (tile-major) -> raster ``(part, t, amodal, edge)`` per pixel centre.
-
-    The nearest object is chosen in tile order, so only the decoded (narrower) results are transposed.
-    """
-    rows = keys.shape[1] // (B * n_t * n_t)
-    k = keys.view(S * S, -1, rows)
-    part, t, amodal = _decode(k, 2, O, P)
-
-    def raster(x: Tensor) -> Tensor:  # (S², B T, ...) -> (B, ..., H, W)
-        extra = x.shape[2:]
-        x = x.reshape(S, S, B, n_t, n_t, *extra)
-        x = x.permute(2, *range(5, 5 + len(extra)), 3, 0, 4, 1).reshape(B, *extra, n_t * S, n_t * S)
-        return x[..., :H, :W]
-
-    part, amodal = raster(part.to(torch.int32)).long(), raster(amodal)
-    return part, raster(t), amodal, _edge_pixels(part, amodal, s, adaptive)
-
-
-def _decode(keys: Tensor, dim: int, O: int, P: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Nearest packed keys along the object ``dim`` -> ``(part, t, amodal)``: the part index hit (-1 for none),
-    its distance, and per object whether the ray meets it at all (moved to the last axis for sub-samples)."""
-    if keys.shape[dim] == 1:
-        best, row = keys.squeeze(dim), torch.zeros((), dtype=torch.long, device=keys.device)
-    else:
-        best, row = keys.min(dim)
-    t, slot = unpack_keys(best)
-    hit = t < 0.5 * BIG
-    part = torch.where(hit, torch.where(row == O, P - 1, row * P_MAX + slot), -1)
-    amodal = (keys.narrow(dim, 0, O) >> SLOT_BITS) < (MISS_KEY >> SLOT_BITS)
-    if dim != 1:
-        amodal = amodal.movedim(dim, -1)
-    return part, t, amodal
-
-
-def _object_of(part: Tensor, O: int) -> Tensor:
-    """Object index of a part index; -1 for background and the floor."""
-    return torch.where((part >= 0) & (part < O * P_MAX), part.div(P_MAX, rounding_mode="floor"), -1)
-
-
-def _edge_pixels(part: Tensor, amodal: Tensor, s: int, adaptive: bool) -> Tensor:
-    """Pixels whose centre sample differs from a 4-neighbour's in the surface it shows (part, floor or
-    background) or in which objects' silhouettes it lies (hidden silhouette edges change visible fractions)."""
-    if s == 1:
-        return torch.zeros_like(part, dtype=torch.bool)
-    if not adaptive:
-        return torch.ones_like(part, dtype=torch.bool)
-    bits = 2 ** torch.arange(amodal.shape[1], device=part.device).view(1, -1, 1, 1)
-    code = (part + 1) * 2 ** amodal.shape[1] + (amodal.long() * bits).sum(1)  # < 2**24: exact in float32
-    p = F.pad(code.unsqueeze(1).float(), (1, 1, 1, 1), mode="replicate").squeeze(1)
-    centre = p[:, 1:-1, 1:-1]
-    return (
-        (centre != p[:, :-2, 1:-1])
-        | (centre != p[:, 2:, 1:-1])
-        | (centre != p[:, 1:-1, :-2])
-        | (centre != p[:, 1:-1, 2:])
-    )
-
-
-def _ranks(count: Tensor) -> Tensor:
-    """``[0 .. count[0]), [0 .. count[1]), ...`` concatenated."""
-    total = int(count.sum())
-    starts = (count.cumsum(0) - count).repeat_interleave(count)
-    return torch.arange(total, device=count.device) - starts
-
-
 def _finish(f: Factors, comp: Composite, depth: Tensor, masks) -> RenderOutput:
     images, inst, cats, boxes, amodal_boxes = masks(comp.colour, comp.label, comp.amodal_pixels, f.category)
     return RenderOutput(
@@ -439,32 +371,6 @@ def _finish(f: Factors, comp: Composite, depth: Tensor, masks) -> RenderOutput:
         depth=depth,
         factors=f,
     )
-
-
-def images_and_masks(
-    colour: Tensor, label: Tensor, amodal: Tensor, category: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """uint8 images ``(B, 3, H, W)``, instance and category masks, visible and amodal boxes."""
-    O = category.shape[1]
-    images = (colour.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 3, 1, 2).contiguous()
-    inst = torch.where(label == O, OCCLUDER_LABEL, label + 1).to(torch.uint8)
-    is_object = (label >= 0) & (label < O)
-    cats = category.gather(1, label.clamp(0, O - 1).flatten(1)).view_as(label) + 1
-    cats = torch.where(is_object, cats, 0).to(torch.uint8)
-    obj_pix = label.unsqueeze(1) == torch.arange(O, device=label.device).view(1, O, 1, 1)
-    return images, inst, cats, _boxes(obj_pix), _boxes(amodal)
-
-
-def _boxes(mask: Tensor) -> Tensor:
-    """Tight boxes ``(x0, y0, x1, y1)`` (x1, y1 exclusive) of boolean masks ``(B, O, H, W)``; -1 where empty."""
-    H, W = mask.shape[-2:]
-    cols, rows = mask.any(-2), mask.any(-1)
-    x0 = cols.float().argmax(-1)
-    x1 = W - cols.flip(-1).float().argmax(-1)
-    y0 = rows.float().argmax(-1)
-    y1 = H - rows.flip(-1).float().argmax(-1)
-    box = torch.stack((x0, y0, x1, y1), -1).float()
-    return torch.where(cols.any(-1, keepdim=True), box, torch.full_like(box, -1.0))
 
 
 def _slice_output(out: RenderOutput, n: int) -> RenderOutput:

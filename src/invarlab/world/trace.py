@@ -20,8 +20,10 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from .catalog import P_MAX
 from .geometry import BIG, holed_distance, shell_distance
 
 # rows of a part's tracing record: A, B, C (3 each), origin (3), shell quad (5), lo, hi (3 each), hole (5, 3, 3)
@@ -137,3 +139,79 @@ class PairTracer:
             keys = self._kernel(params, u, v, slot, holed)
             out.scatter_reduce_(1, row.view(1, -1).expand(G, -1), keys, "amin")
         return out[:, :n_rows]
+
+
+def sample_pattern(n: int, sub: int, focal: float, device) -> Tensor:
+    """Offsets ``(n², 2)`` in image-plane units of an ``n x n`` grid of samples spaced ``1 / sub`` pixel, from
+    a group's top-left corner; row-major (``g = gy n + gx``); image-plane y points up, pixel rows down."""
+    g = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / (sub * focal)
+    gy, gx = torch.meshgrid(g, g, indexing="ij")
+    return torch.stack((gx.flatten(), -gy.flatten()), -1)
+
+
+def resolve_tiles(
+    keys: Tensor, B: int, n_t: int, S: int, H: int, W: int, O: int, P: int, s: int, adaptive: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pass-1 keys ``(S², B T rows)`` (tile-major) -> raster ``(part, t, amodal, edge)`` per pixel centre.
+
+    The nearest object is chosen in tile order, so only the decoded (narrower) results are transposed.
+    """
+    rows = keys.shape[1] // (B * n_t * n_t)
+    k = keys.view(S * S, -1, rows)
+    part, t, amodal = decode_keys(k, 2, O, P)
+
+    def raster(x: Tensor) -> Tensor:  # (S², B T, ...) -> (B, ..., H, W)
+        extra = x.shape[2:]
+        x = x.reshape(S, S, B, n_t, n_t, *extra)
+        x = x.permute(2, *range(5, 5 + len(extra)), 3, 0, 4, 1).reshape(B, *extra, n_t * S, n_t * S)
+        return x[..., :H, :W]
+
+    part, amodal = raster(part.to(torch.int32)).long(), raster(amodal)
+    return part, raster(t), amodal, edge_pixels(part, amodal, s, adaptive)
+
+
+def decode_keys(keys: Tensor, dim: int, O: int, P: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Nearest packed keys along the object ``dim`` -> ``(part, t, amodal)``: the part index hit (-1 for none),
+    its distance, and per object whether the ray meets it at all (moved to the last axis for sub-samples)."""
+    if keys.shape[dim] == 1:
+        best, row = keys.squeeze(dim), torch.zeros((), dtype=torch.long, device=keys.device)
+    else:
+        best, row = keys.min(dim)
+    t, slot = unpack_keys(best)
+    hit = t < 0.5 * BIG
+    part = torch.where(hit, torch.where(row == O, P - 1, row * P_MAX + slot), -1)
+    amodal = (keys.narrow(dim, 0, O) >> SLOT_BITS) < (MISS_KEY >> SLOT_BITS)
+    if dim != 1:
+        amodal = amodal.movedim(dim, -1)
+    return part, t, amodal
+
+
+def object_of(part: Tensor, O: int) -> Tensor:
+    """Object index of a part index; -1 for background and the floor."""
+    return torch.where((part >= 0) & (part < O * P_MAX), part.div(P_MAX, rounding_mode="floor"), -1)
+
+
+def edge_pixels(part: Tensor, amodal: Tensor, s: int, adaptive: bool) -> Tensor:
+    """Pixels whose centre sample differs from a 4-neighbour's in the surface it shows (part, floor or
+    background) or in which objects' silhouettes it lies (hidden silhouette edges change visible fractions)."""
+    if s == 1:
+        return torch.zeros_like(part, dtype=torch.bool)
+    if not adaptive:
+        return torch.ones_like(part, dtype=torch.bool)
+    bits = 2 ** torch.arange(amodal.shape[1], device=part.device).view(1, -1, 1, 1)
+    code = (part + 1) * 2 ** amodal.shape[1] + (amodal.long() * bits).sum(1)  # < 2**24: exact in float32
+    p = F.pad(code.unsqueeze(1).float(), (1, 1, 1, 1), mode="replicate").squeeze(1)
+    centre = p[:, 1:-1, 1:-1]
+    return (
+        (centre != p[:, :-2, 1:-1])
+        | (centre != p[:, 2:, 1:-1])
+        | (centre != p[:, 1:-1, :-2])
+        | (centre != p[:, 1:-1, 2:])
+    )
+
+
+def ranks(count: Tensor) -> Tensor:
+    """``[0 .. count[0]), [0 .. count[1]), ...`` concatenated."""
+    total = int(count.sum())
+    starts = (count.cumsum(0) - count).repeat_interleave(count)
+    return torch.arange(total, device=count.device) - starts
