@@ -82,13 +82,19 @@ def load_world_preset(args: list[str] | None, config: Path | None) -> WorldPrese
     The first argument is the preset unless it contains ``=``, so ``--config`` can be followed directly by
     overrides. Giving both a preset and ``--config`` is an error rather than a silent choice of one.
     """
+    preset, overrides = _preset_and_overrides(args, config)
+    return load_config(WorldPreset, preset if preset is not None else "default", overrides, group="world")
+
+
+def _preset_and_overrides(args: list[str] | None, config: Path | None) -> tuple[str | Path | None, list[str]]:
+    """Split ``[PRESET] [key=value ...]`` and ``--config FILE`` into the preset (or file) and the overrides."""
     args = list(args or [])
     preset: str | Path | None = args.pop(0) if args and "=" not in args[0] else None
     if config is not None:
         if preset is not None:
             raise ConfigError(f"give a preset or --config, not both (got '{preset}' and --config {config})")
         preset = config
-    return load_config(WorldPreset, preset if preset is not None else "default", args, group="world")
+    return preset, args
 
 
 def _world_api() -> Any:
@@ -156,13 +162,10 @@ def _train_schema() -> type:
 def load_train_config(args: list[str] | None, config: Path | None) -> Any:
     """``[PRESET] [key=value ...]`` or ``--config FILE [key=value ...]``; neither means preset ``quickstart``
     (same rules as :func:`load_world_preset`)."""
-    args = list(args or [])
-    preset: str | Path | None = args.pop(0) if args and "=" not in args[0] else None
-    if config is not None:
-        if preset is not None:
-            raise ConfigError(f"give a preset or --config, not both (got '{preset}' and --config {config})")
-        preset = config
-    return load_config(_train_schema(), preset if preset is not None else "quickstart", args, group="train")
+    preset, overrides = _preset_and_overrides(args, config)
+    return load_config(
+        _train_schema(), preset if preset is not None else "quickstart", overrides, group="train"
+    )
 
 
 class _TrainCommand(typer.core.TyperCommand):
