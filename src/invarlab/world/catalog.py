@@ -28,9 +28,6 @@ from .parts import (
 )
 
 P_MAX = 8  # part slots per object
-HOLE_SLOTS = (
-    2  # parts with a hole come first, in at most this many slots (the renderer skips holes elsewhere)
-)
 Y_TO_Z = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # local y along the object's z axis
 Y_TO_X = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # local y along the object's x axis
 
@@ -312,9 +309,7 @@ def build_instance(seed: int, category: int, instance: int) -> list[Part]:
     """The parts of one instance in its object frame, normalised to bounding radius 1 about the hull centre."""
     rng = np.random.default_rng(instance_seed(seed, category, instance))
     parts = CATEGORIES[CATEGORY_NAMES[category]](rng, Palette(rng))
-    parts = sorted(parts, key=lambda p: p.hole is None)  # stable: holed parts first
-    if sum(p.hole is not None for p in parts) > HOLE_SLOTS:
-        raise AssertionError(f"{CATEGORY_NAMES[category]}: more than {HOLE_SLOTS} parts with holes")
+    parts = sorted(parts, key=lambda p: p.hole is None)  # stable: holed parts first (fixes the slot order)
     pts = np.concatenate([p.bounding_points() for p in parts])
     centre = 0.5 * (pts.min(0) + pts.max(0))
     scale = 1.0 / np.linalg.norm(pts - centre, axis=1).max()

@@ -85,19 +85,20 @@ def occluder_cover(f: Factors, silhouette: Tensor, coords: Tensor) -> Tensor:
     return covered & (shape > 0).view(B, 1) & (count > 0).view(B, 1)
 
 
-def _occluder_samples(f: Factors, smp: Samples, s: int) -> tuple[Tensor, Tensor, Tensor]:
+def _occluder_samples(f: Factors, smp: Samples, s: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Occluder coverage of the images that have one, at sub-sample level.
 
-    Returns ``(images (K,), covered (K, H, W, s²) bool, occluded_fraction (B,))``.
+    Returns ``(images (K,), slot (B,), covered (K, H, W, s²) bool, occluded_fraction (B,))`` where
+    ``slot[b]`` is image ``b``'s row in ``covered`` (-1 without an occluder).
     """
     B, _, H, W = smp.amodal.shape
     device = smp.label.device
     occluded = torch.zeros(B, device=device)
     occ = torch.nonzero(f.occluder_shape > 0).squeeze(1)
-    if occ.numel() == 0:
-        return occ, torch.zeros(0, H, W, s * s, dtype=torch.bool, device=device), occluded
-    # object 0's silhouette on the sub-sample raster of the occluded images: centres, then edge sub-samples
     slot = torch.full((B,), -1, dtype=torch.long, device=device)
+    if occ.numel() == 0:
+        return occ, slot, torch.zeros(0, H, W, s * s, dtype=torch.bool, device=device), occluded
+    # object 0's silhouette on the sub-sample raster of the occluded images: centres, then edge sub-samples
     slot[occ] = torch.arange(occ.numel(), device=device)
     sil = upsample(smp.amodal[occ, 0], s).view(occ.numel(), H, s, W, s)
     eb, ey, ex = smp.edge
@@ -107,7 +108,7 @@ def _occluder_samples(f: Factors, smp: Samples, s: int) -> tuple[Tensor, Tensor,
     cover = occluder_cover(f.index(occ), sil, sub_coords(H, W, s, device))
     occluded[occ] = (cover & sil).sum(1) / sil.sum(1).clamp_min(1)
     covered = cover.view(-1, H, s, W, s).permute(0, 1, 3, 2, 4).reshape(-1, H, W, s * s)
-    return occ, covered, occluded
+    return occ, slot, covered, occluded
 
 
 def composite(f: Factors, smp: Samples, occluder_rgb: Tensor, s: int) -> Composite:
@@ -124,7 +125,7 @@ def composite(f: Factors, smp: Samples, occluder_rgb: Tensor, s: int) -> Composi
     # centre repeated); fully covered pixels show the plate
     mb, my, mx = eb, ey, ex
     sub_label, sub_colour = smp.sub_label, smp.sub_colour
-    occ, covered, occluded = _occluder_samples(f, smp, s)
+    occ, slot, covered, occluded = _occluder_samples(f, smp, s)
     if occ.numel():
         n_cov = covered.sum(-1)
         full = torch.zeros(B, H, W, dtype=torch.bool, device=device)
@@ -136,8 +137,6 @@ def composite(f: Factors, smp: Samples, occluder_rgb: Tensor, s: int) -> Composi
         mb, my, mx = torch.cat((eb, kb)), torch.cat((ey, ky)), torch.cat((ex, kx))
         sub_label = torch.cat((sub_label, label[kb, ky, kx].unsqueeze(1).expand(-1, n)))
         sub_colour = torch.cat((sub_colour, colour[kb, ky, kx].unsqueeze(1).expand(-1, n, 3)))
-        slot = torch.full((B,), -1, dtype=torch.long, device=device)
-        slot[occ] = torch.arange(occ.numel(), device=device)
         has = slot[mb] >= 0
         cov = torch.zeros(mb.numel(), n, dtype=torch.bool, device=device)
         cov[has] = covered[slot[mb[has]], my[has], mx[has]]

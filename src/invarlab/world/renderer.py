@@ -14,7 +14,6 @@ otherwise):
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, fields, replace
 
@@ -24,16 +23,17 @@ from torch import Tensor
 
 from .background import make_background, procedural_background
 from .catalog import P_MAX, Catalog, build_catalog
+from .compiled import compiled_or_eager
 from .composite import Composite, Samples, composite, images_and_masks
 from .config import RenderConfig, WorldConfig
 from .cull import part_spheres, tile_cones, tile_overlaps
 from .factors import Factors
 from .geometry import BOX_EPS
+from .parts import EMPTY
 from .shading import blinn_phong, direction, shade_hits
 from .trace import (
     PAD,
     PairTracer,
-    compiled_or_eager,
     decode_keys,
     object_of,
     ranks,
@@ -41,9 +41,7 @@ from .trace import (
     sample_pattern,
 )
 
-log = logging.getLogger(__name__)
-EMPTY_QUAD = (0.0, 0.0, 0.0, 0.0, 1.0)  # q = 1 > 0 everywhere: a region with no inside
-OCCLUDER_SHAPES = ("none", "bar", "disc")
+EMPTY_QUAD = EMPTY[0]  # q = 1 > 0 everywhere: a region with no inside
 FLOOR_TEXTURE = 5  # tiles
 TILE = 8  # pixels per side of a culling tile
 SHADE_SLICE = 1 << 15  # rays shaded per kernel call
@@ -60,7 +58,7 @@ class RenderOutput:
     amodal_boxes: Tensor  # (B, O, 4) the same for the unoccluded silhouette
     visible_fraction: Tensor  # (B, O) visible / unoccluded silhouette area (sample level); 0 where absent
     occluded_fraction: Tensor  # (B,) fraction of object 0's silhouette covered by the occluder (sample level)
-    depth: Tensor  # (B, H, W) float camera distance at pixel centres' first sample; inf for background
+    depth: Tensor  # (B, H, W) float camera distance at pixel centres (objects and floor); inf elsewhere
     factors: Factors
 
 
@@ -92,7 +90,6 @@ class World:
         self._tracer = PairTracer(self.render_config.compile)
         self._shader = compiled_or_eager(shade_hits, self.render_config.compile)
         self._procedural = compiled_or_eager(procedural_background, self.render_config.compile)
-        self._resolve_tiles = resolve_tiles
         self._images_and_masks = compiled_or_eager(images_and_masks, self.render_config.compile)
 
     # -- geometry of a batch -------------------------------------------------------------------------------------
@@ -207,7 +204,7 @@ class World:
             sample_pattern(S, 1, focal, self.device),
             B * T * rows,
         )
-        part, t, amodal, edge = self._resolve_tiles(keys, B, n_t, S, H, W, O, P, s, rc.adaptive)
+        part, t, amodal, edge = resolve_tiles(keys, B, n_t, S, H, W, O, P, s, rc.adaptive)
 
         # pass 2: every sub-sample of edge pixels, against the parts of the pixel's tile
         eb, ey, ex = edge.nonzero(as_tuple=True)
@@ -229,7 +226,7 @@ class World:
             sub_pattern,
             E * rows,
         )
-        sub_part, sub_t, sub_amodal = decode_keys(keys2.view(n, E, rows).transpose(0, 1), 2, O, P)
+        sub_part, sub_t, sub_amodal = decode_keys(keys2.view(n, E, rows).transpose(0, 1), O, P)
 
         # shading: the hit centres of interior pixels and the hit sub-samples of edge pixels
         ab, ay, ax = ((part >= 0) & ~edge).nonzero(as_tuple=True)
@@ -327,7 +324,7 @@ def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict
         "hi": torch.where(
             on.unsqueeze(-1), torch.tensor([60.0, 0.05, 60.0], device=dev), -torch.ones(3, device=dev)
         ),
-        "hquad": torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], device=dev).expand(B, 1, 5),
+        "hquad": torch.tensor(EMPTY_QUAD, device=dev).expand(B, 1, 5),
         "hlo": torch.ones(B, 1, 3, device=dev),
         "hhi": -torch.ones(B, 1, 3, device=dev),
         "color": f.floor_colors[:, 0:1],

@@ -17,20 +17,18 @@ minimum along with it.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .catalog import P_MAX
+from .compiled import compiled_or_eager
 from .geometry import BIG, holed_distance, shell_distance
 
 # rows of a part's tracing record: A, B, C (3 each), origin (3), shell quad (5), lo, hi (3 each), hole (5, 3, 3)
 TRACE_ROWS = 34
 PLAIN_ROWS = 23
 SLOT_BITS = 3
-log = logging.getLogger(__name__)
 PAD = 64  # pair counts are padded to a multiple of this, so compiled kernels see few distinct sizes
 
 
@@ -64,33 +62,6 @@ def pair_keys(params: Tensor, u: Tensor, v: Tensor, slot: Tensor, holed: bool) -
     else:
         t = shell_distance(o, d, *shell)
     return pack_keys(t, slot)
-
-
-def compiled_or_eager(fn, compile: bool):
-    """``fn`` compiled with dynamic shapes when ``compile`` is set; eager if compiling or running it fails."""
-    if not compile:
-        return fn
-    try:
-        import torch._dynamo
-
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        compiled = torch.compile(fn, dynamic=True)
-    except Exception as exc:  # pragma: no cover - depends on the toolchain
-        log.warning("torch.compile unavailable (%s); rendering eagerly", exc)
-        return fn
-    state = {"ok": True}
-
-    def run(*args, **kw):
-        if state["ok"]:
-            try:
-                return compiled(*args, **kw)
-            except Exception as exc:  # pragma: no cover - depends on the toolchain
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.warning("compiled %s failed (%s); running it eagerly", fn.__name__, first_line)
-                state["ok"] = False
-        return fn(*args, **kw)
-
-    return run
 
 
 class PairTracer:
@@ -158,7 +129,7 @@ def resolve_tiles(
     """
     rows = keys.shape[1] // (B * n_t * n_t)
     k = keys.view(S * S, -1, rows)
-    part, t, amodal = decode_keys(k, 2, O, P)
+    part, t, amodal = decode_keys(k, O, P)
 
     def raster(x: Tensor) -> Tensor:  # (S², B T, ...) -> (B, ..., H, W)
         extra = x.shape[2:]
@@ -170,19 +141,17 @@ def resolve_tiles(
     return part, raster(t), amodal, edge_pixels(part, amodal, s, adaptive)
 
 
-def decode_keys(keys: Tensor, dim: int, O: int, P: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Nearest packed keys along the object ``dim`` -> ``(part, t, amodal)``: the part index hit (-1 for none),
-    its distance, and per object whether the ray meets it at all (moved to the last axis for sub-samples)."""
-    if keys.shape[dim] == 1:
-        best, row = keys.squeeze(dim), torch.zeros((), dtype=torch.long, device=keys.device)
+def decode_keys(keys: Tensor, O: int, P: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Nearest packed keys ``(..., rows)`` over the object rows -> ``(part, t, amodal)``: the part index hit
+    (-1 for none), its distance, and ``(..., O)`` whether the ray meets each object at all."""
+    if keys.shape[-1] == 1:
+        best, row = keys.squeeze(-1), torch.zeros((), dtype=torch.long, device=keys.device)
     else:
-        best, row = keys.min(dim)
+        best, row = keys.min(-1)
     t, slot = unpack_keys(best)
     hit = t < 0.5 * BIG
     part = torch.where(hit, torch.where(row == O, P - 1, row * P_MAX + slot), -1)
-    amodal = (keys.narrow(dim, 0, O) >> SLOT_BITS) < (MISS_KEY >> SLOT_BITS)
-    if dim != 1:
-        amodal = amodal.movedim(dim, -1)
+    amodal = (keys[..., :O] >> SLOT_BITS) < (MISS_KEY >> SLOT_BITS)
     return part, t, amodal
 
 
