@@ -146,6 +146,10 @@ class Trainer:
                 _StepModule(self.method),
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=bool(getattr(method, "ddp_find_unused_parameters", False)),
+                # Buffers are kept equal by construction (queues enqueue gathered keys) or are per-rank BN
+                # running statistics; broadcasting them from rank 0 before every forward would send the whole
+                # MoCo queue (32 MB at K = 65536, D = 128) each step for nothing.
+                broadcast_buffers=False,
             )
         self.peak_lr = scaled_lr(cfg.optim.base_lr, cfg.batch_size)
         o = cfg.optim
