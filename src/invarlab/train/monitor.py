@@ -5,7 +5,7 @@ a test image's similarity to bank image ``j`` is ``s_j = <f, f_j>``; among its `
 the class score is ``score_c = sum_j exp(s_j / T) [y_j = c]`` and the prediction is ``argmax_c score_c``.
 
 It only reads the model (eval mode, no gradients, no random numbers), so running it never changes training.
-Kept here rather than imported from the evaluation stage, which must not depend on training code.
+The kNN rule itself lives in the evaluation stage (training may import evaluation code, not the reverse).
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ import contextlib
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from invarlab.data.collate import collate_uint8
+from invarlab.eval.knn import knn_classify
 from invarlab.views.ops import normalize, to_float
 
 __all__ = ["extract_features", "knn_predict"]
 
 
-@torch.no_grad()
 def knn_predict(
     bank: Tensor,
     bank_labels: Tensor,
@@ -35,19 +34,12 @@ def knn_predict(
     chunk: int = 1024,
 ) -> Tensor:
     """Predicted labels ``(Q,)`` of ``queries`` ``(Q, D)`` by weighted kNN over ``bank`` ``(N, D)`` (see the
-    module docstring). Features are L2-normalised here; ``k`` is capped at ``N``; ties go to the lower class."""
-    bank = F.normalize(bank.float(), dim=1)
-    queries = F.normalize(queries.float(), dim=1)
-    k = min(k, bank.shape[0])
-    out = []
-    for start in range(0, queries.shape[0], chunk):
-        sim = queries[start : start + chunk] @ bank.T  # (q, N)
-        top_sim, top_idx = sim.topk(k, dim=1)
-        weights = (top_sim / temperature).exp()
-        scores = torch.zeros(sim.shape[0], num_classes, device=sim.device, dtype=weights.dtype)
-        scores.scatter_add_(1, bank_labels[top_idx], weights)
-        out.append(scores.argmax(dim=1))
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=queries.device)
+    module docstring): :func:`invarlab.eval.knn.knn_classify`, the one implementation. Features are
+    L2-normalised there; ``k`` is capped at ``N``; ties go to the lower class. An empty bank predicts class 0
+    (the monitor must not stop training)."""
+    if bank.shape[0] == 0:
+        return torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
+    return knn_classify(bank, bank_labels, queries, k, temperature, num_classes=num_classes, chunk=chunk)
 
 
 @torch.no_grad()
