@@ -85,7 +85,7 @@ def batch_shuffle(x: Tensor, generator: torch.Generator | None = None) -> tuple[
     Distributed: every rank's ``x`` is gathered (``W·B`` samples), rank 0 draws ``perm`` and broadcasts it, and
     rank r keeps ``gathered[perm[r·B:(r+1)·B]]``. One process: ``x[perm]`` for a permutation of its B samples.
     ``idx_unshuffle = argsort(perm)`` undoes it in :func:`batch_unshuffle`. ``generator`` draws the permutation
-    (on rank 0 only when distributed), so a run stays reproducible from its seed.
+    (every rank draws one, rank 0's is used), so a run stays reproducible from its seed.
     """
     b = x.shape[0]
     n = b * world_size()

@@ -158,7 +158,9 @@ class Method(nn.Module):
         """``n_views`` augmented float views ``(B, 3, view_size, view_size)`` of uint8 ``images``."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be uint8 (B, 3, H, W), got {tuple(images.shape)} {images.dtype}")
-        views, _ = make_views(images, self.cfg.view_size, generator, self.view_config, n_views)
+        # Views in float32 whatever the trainer's autocast: a bf16 crop or blur would change the pixels.
+        with torch.autocast(images.device.type, enabled=False):
+            views, _ = make_views(images, self.cfg.view_size, generator, self.view_config, n_views)
         return views
 
     def training_step(self, images: Tensor, labels: Tensor | None, generator: torch.Generator) -> StepOutput:

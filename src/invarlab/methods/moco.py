@@ -42,8 +42,13 @@ __all__ = ["MoCo", "moco_logits", "moco_loss"]
 def moco_logits(q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Tensor]:
     """MoCo's unscaled logits: ``l_pos = q·k`` ``(B, 1)`` and ``l_neg = q·U^T`` ``(B, K)`` for L2-normalised
     queries ``q`` ``(B, D)``, keys ``k`` ``(B, D)`` and queue ``U`` ``(K, D)``."""
-    l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)
-    l_neg = torch.einsum("nc,kc->nk", q, queue.to(q.dtype))
+    # float32 logits also under bf16/fp16 autocast: with K = 65536 negatives, dividing rounded logits by
+    # tau = 0.2 would blur the softmax the loss depends on.
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    q, k, queue = q.to(dtype), k.to(dtype), queue.to(dtype)
+    with torch.autocast(q.device.type, enabled=False):
+        l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)
+        l_neg = torch.einsum("nc,kc->nk", q, queue)
     return l_pos, l_neg
 
 

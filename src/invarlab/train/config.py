@@ -151,7 +151,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     amp: str = opt(
         "auto",
-        "autocast: auto (bf16 on CUDA and on CPUs with native bf16, else none), bf16, fp16 (CUDA only, "
+        "autocast: auto (bf16 on CUDA GPUs that support it, else fp16; bf16 on CPUs with native bf16, else "
+        "none), bf16, fp16 (CUDA only, "
         "with loss scaling), none",
         choices=("auto", "none", "bf16", "fp16"),
     )
