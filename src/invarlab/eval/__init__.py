@@ -13,6 +13,8 @@ _EXPORTS = {
     "knn_accuracy": ".knn",
     "knn_classify": ".knn",
     "knn_scores": ".knn",
+    "fit_logistic": ".linear",
+    "linear_probe": ".linear",
 }
 __all__ = sorted(_EXPORTS)
 
