@@ -4,6 +4,7 @@ weights), a hand-computed example, and the training monitor (which must delegate
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,6 +13,15 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from invarlab.eval.knn import knn_accuracy, knn_classify, knn_scores, topk_accuracy
 from invarlab.train.monitor import knn_predict
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Small tensors on a shared 2-core machine: a second OpenMP thread only adds contention.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _fixture(n: int, q: int, d: int, classes: int, seed: int) -> tuple[torch.Tensor, ...]:

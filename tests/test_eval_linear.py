@@ -3,12 +3,23 @@ split's stated proportions, and the validation choice of λ."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
 from invarlab.eval.linear import fit_logistic, linear_probe, stratified_split
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Small tensors on a shared 2-core machine: a second OpenMP thread only adds contention.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _blobs(n: int, d: int, classes: int, seed: int, noise: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +57,9 @@ def test_fit_matches_sklearn_logistic_regression(weight_decay: float) -> None:
 def test_float64_fit_reaches_sklearn_minimum_tightly() -> None:
     x, y = _blobs(200, 6, 3, seed=5)
     model = fit_logistic(x, y, 3, 1e-2, tol=1e-9)
-    ref = LogisticRegression(C=1 / (200 * 1e-2), tol=1e-12, max_iter=10_000).fit(_standardise(x, x), y.numpy())
+    ref = LogisticRegression(C=1 / (200 * 1e-2), tol=1e-12, max_iter=10_000).fit(
+        _standardise(x, x), y.numpy()
+    )
     np.testing.assert_allclose(model.weight.T.numpy(), ref.coef_, atol=1e-6)
 
 

@@ -15,6 +15,11 @@ _EXPORTS = {
     "knn_scores": ".knn",
     "fit_logistic": ".linear",
     "linear_probe": ".linear",
+    "azimuth_bins": ".invariance",
+    "elevation_bins": ".invariance",
+    "factor_probe": ".invariance",
+    "light_direction_bins": ".invariance",
+    "ris": ".invariance",
 }
 __all__ = sorted(_EXPORTS)
 
