@@ -1,4 +1,5 @@
-"""The ``invarlab`` command line: one sub-command per stage (``world``, ``train``, ``export`` so far).
+"""The ``invarlab`` command line: one sub-command per stage (``world``, ``train``, ``export``, ``report``,
+``compare`` so far).
 
 Commands take a preset (a name under ``configs/<group>/`` or a YAML file) and ``key=value`` overrides, and
 print every option with its default and allowed values in ``--help``, so a user never has to read the source
@@ -241,6 +242,31 @@ def export_command(
     out = out or run_dir / "export" / f"{arch['name']}_torchvision_{path.stem}.pt"
     atomic_save(state, out)
     typer.echo(str(out))
+
+
+# ------------------------------------------------------------------------------------------- report / compare
+@app.command("report")
+def report_command(
+    run: Path = typer.Argument(..., help="run directory (holding config.yaml, metrics.jsonl, results.json)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output file; default RUN/report.html"),
+) -> None:
+    """Write one self-contained HTML report of a run: config, training curves, every evaluation, figures."""
+    from invarlab.report import write_report
+
+    typer.echo(f"report: {write_report(run, out)}")
+
+
+@app.command("compare")
+def compare_command(
+    runs: list[Path] = typer.Argument(..., help="two or more run directories", show_default=False),
+    out: Path = typer.Option(Path("compare.html"), "--out", "-o", help="output file"),
+) -> None:
+    """Write an HTML page comparing runs side by side: one row per run, the first run's random floor."""
+    from invarlab.report import compare_runs
+
+    if len(runs) < 2:
+        raise ConfigError(f"compare needs at least two run directories, got {len(runs)}")
+    typer.echo(f"comparison: {compare_runs(runs, out)}")
 
 
 def main(argv: list[str] | None = None) -> None:
