@@ -18,6 +18,8 @@ _EXPORTS = {
     "few_shot": ".fewshot",
     "few_shot_suite": ".fewshot",
     "mean_ci": ".fewshot",
+    "voc07_svm": ".svm",
+    "voc_ap": ".svm",
     "azimuth_bins": ".invariance",
     "elevation_bins": ".invariance",
     "factor_probe": ".invariance",
