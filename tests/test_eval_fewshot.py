@@ -73,6 +73,25 @@ def test_batched_trials_equal_trials_trained_alone() -> None:
     assert torch.equal((torch.bmm(x, w) + b[:, None]).argmax(2), y)
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_hand_written_gradient_matches_autograd_adam(weight_decay: float) -> None:
+    # Reference: one trial, the loss written as F.cross_entropy, gradients by autograd, torch's plain Adam.
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(1, 12, 7, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (1, 12), generator=g)
+    w = torch.zeros(7, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.03)
+    for _ in range(40):
+        loss = F.cross_entropy(x[0] @ w + b, y[0]) + 0.5 * weight_decay * (w * w).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w_ours, b_ours = train_batched_logistic(x, y, 3, iters=40, weight_decay=weight_decay)
+    assert torch.allclose(w_ours[0], w.detach(), atol=1e-10)
+    assert torch.allclose(b_ours[0], b.detach(), atol=1e-10)
+
+
 def test_minibatches_when_the_support_set_is_large() -> None:
     g = torch.Generator().manual_seed(4)
     x, y = _clusters(4, 50, 6, spread=0.3, seed=4)

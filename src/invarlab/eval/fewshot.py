@@ -69,28 +69,31 @@ def train_batched_logistic(
     """``(W (T, D, C), b (T, C))`` of ``T`` independent softmax classifiers trained at once with Adam on
     ``x`` ``(T, S, D)``, ``y`` ``(T, S)``; loss ``Σ_t [mean_i CE_t,i + (wd/2)‖W_t‖²]``."""
     t, s, d = x.shape
-    # Stored (T, C, D): the product with (T, S, D) support features is then several times faster on the CPU
-    # for few classes than with (T, D, C).
-    w = torch.zeros(t, num_classes, d, dtype=x.dtype, device=x.device, requires_grad=True)
-    b = torch.zeros(t, 1, num_classes, dtype=x.dtype, device=x.device, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=lr)
+    # W is stored (T, C, D): the products with the (T, S, D) support features are then several times faster on
+    # the CPU for few classes. The gradient is written out (softmax − one-hot), which avoids autograd's
+    # transposed copies of the features: 4x faster per step.
+    w = torch.zeros(t, num_classes, d, dtype=x.dtype, device=x.device)
+    b = torch.zeros(t, 1, num_classes, dtype=x.dtype, device=x.device)
+    w.grad, b.grad = torch.zeros_like(w), torch.zeros_like(b)
+    # The fused kernel does Adam's update in one pass (the unfused one spends half the step in it).
+    opt = torch.optim.Adam([w, b], lr=lr, fused=x.device.type in ("cpu", "cuda"))
     batch = min(batch_size, s)
     rows = torch.arange(t, device=x.device)[:, None]
-    with torch.enable_grad():
-        for _ in range(iters):
-            if batch < s:
-                pick = torch.rand(t, s, generator=generator).argsort(dim=1)[:, :batch].to(x.device)
-                xb, yb = x[rows, pick], y[rows, pick]
-            else:
-                xb, yb = x, y
-            logits = torch.bmm(xb, w.transpose(1, 2)) + b
-            loss = F.cross_entropy(logits.reshape(-1, num_classes), yb.reshape(-1), reduction="sum") / batch
-            if weight_decay:
-                loss = loss + 0.5 * weight_decay * (w * w).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return w.detach().transpose(1, 2), b.detach().squeeze(1)
+    onehot = F.one_hot(y, num_classes).to(x.dtype)
+    for _ in range(iters):
+        if batch < s:
+            pick = torch.rand(t, s, generator=generator).argsort(dim=1)[:, :batch].to(x.device)
+            xb, target = x[rows, pick], onehot[rows, pick]
+        else:
+            xb, target = x, onehot
+        # d/dlogits of (1/B) Σ_i CE_i is (softmax − one-hot) / B; d/dW = that^T X, d/db = its column sums.
+        dlogits = (torch.softmax(torch.bmm(xb, w.transpose(1, 2)) + b, dim=2) - target) / batch
+        torch.bmm(dlogits.transpose(1, 2), xb, out=w.grad)
+        torch.sum(dlogits, dim=1, keepdim=True, out=b.grad)
+        if weight_decay:
+            w.grad.add_(w, alpha=weight_decay)
+        opt.step()
+    return w.transpose(1, 2), b.squeeze(1)
 
 
 class _Pool:
