@@ -105,6 +105,16 @@ def test_candidate_preselection_falls_back_when_the_sample_misleads() -> None:
     assert ris(feat, sets, classes, ks=(1, 2), sample=100) == pytest.approx(exact, abs=1e-9)
 
 
+def test_no_set_large_enough_scores_zero() -> None:
+    feat = torch.randn(40, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    sets = torch.arange(40) // 2  # every set has 2 images: all skipped
+    assert (
+        ris(feat, sets, sets // 4, ks=(1, 3))
+        == ris_loops(feat.numpy(), sets.numpy(), (sets // 4).numpy(), (1, 3))
+        == {1: 0.0, 3: 0.0}
+    )
+
+
 def _sets_of_12(d: int, identical: bool, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     sets = torch.arange(1000).repeat_interleave(12)

@@ -78,22 +78,26 @@ def _tail(xt: Tensor, top: int, largest: bool, sample: int) -> tuple[Tensor, Ten
         exact = xt[short].topk(top, dim=1, largest=largest, sorted=False).values
         bound[short] = (exact.amin(dim=1) if largest else exact.amax(dim=1))[:, None]
         neurons, images, counts = _beyond(xt, bound, largest)
-    values = xt[neurons, images]
+    values = xt.reshape(-1)[neurons * n + images]
     pos = torch.arange(len(neurons), device=xt.device) - (torch.cumsum(counts, 0) - counts)[neurons]
-    padded = torch.full(
-        (b, int(counts.max())), -math.inf if largest else math.inf, dtype=xt.dtype, device=xt.device
-    )
-    padded[neurons, pos] = values
-    best = padded.topk(top, dim=1, largest=largest, sorted=False).values
-    threshold = best.amin(dim=1) if largest else best.amax(dim=1)
+    width = int(counts.max())
+    padded = torch.full((b * width,), -math.inf if largest else math.inf, dtype=xt.dtype, device=xt.device)
+    padded[neurons * width + pos] = values
+    padded = padded.view(b, width)
+    # The top-th most extreme of a row of `width` is the (width − top + 1)-th least extreme (the padding is
+    # the least extreme of all); selecting the shorter end is cheaper.
+    rest = padded.topk(width - top + 1, dim=1, largest=not largest, sorted=False).values
+    threshold = rest.amax(dim=1) if largest else rest.amin(dim=1)
     return threshold, neurons, images, values
 
 
 def _beyond(xt: Tensor, bound: Tensor, largest: bool) -> tuple[Tensor, Tensor, Tensor]:
     """``(neurons, images, counts)`` of the entries of ``xt`` at or beyond ``bound`` ``(b, 1)``, grouped by
     neuron, and how many each neuron has."""
-    neurons, images = (xt >= bound if largest else xt <= bound).nonzero(as_tuple=True)
-    return neurons, images, torch.bincount(neurons, minlength=xt.shape[0])
+    # Flat indices (one nonzero pass, no boolean indexing), split into row and column.
+    flat = (xt >= bound if largest else xt <= bound).view(-1).nonzero().squeeze(1)
+    neurons = torch.div(flat, xt.shape[1], rounding_mode="floor")
+    return neurons, flat - neurons * xt.shape[1], torch.bincount(neurons, minlength=xt.shape[0])
 
 
 @torch.no_grad()
@@ -148,11 +152,12 @@ def ris(
         xt = features_t[start : start + block]
         b = xt.shape[0]
         t_pos, cols, rows, vals = _tail(xt, top, True, sample)
-        g = torch.bincount(cols[vals >= t_pos[cols]], minlength=b).double() / n
-        f_pos = _set_counts(row_set, rows, cols, vals > t_pos[cols], n_kept, b)
+        t = t_pos[cols]
+        g = torch.bincount(cols, weights=(vals >= t).double(), minlength=b) / n
+        f_pos = _set_counts(row_set[rows], cols, vals > t, n_kept, b)
         t_neg, cols, rows, vals = _tail(xt, top, False, sample)
-        f_neg = _set_counts(row_set, rows, cols, vals < t_neg[cols], n_kept, b)
-        f = torch.maximum(f_pos, f_neg).double()
+        f_neg = _set_counts(row_set[rows], cols, vals < t_neg[cols], n_kept, b)
+        f = torch.maximum(f_pos, f_neg)
         local = torch.zeros(n_classes, b, dtype=torch.float64, device=dev)
         count = torch.zeros_like(local)
         local.index_add_(0, kept_class, f / kept_sizes)  # f = 0 adds nothing, so only fired sets count
@@ -161,12 +166,14 @@ def ris(
     return {int(k): float(invariance.topk(k, dim=1).values.mean(dim=1).mean() * (100 - p)) for k in ks}
 
 
-def _set_counts(row_set: Tensor, rows: Tensor, cols: Tensor, fires: Tensor, n_sets: int, b: int) -> Tensor:
-    """``(n_sets, b)``: how many images of each kept set fire on each neuron, from the firing entries."""
-    s = row_set[rows[fires]]
-    kept = s >= 0
-    flat = s[kept] * b + cols[fires][kept]
-    return torch.bincount(flat, minlength=n_sets * b).view(n_sets, b)
+def _set_counts(sets: Tensor, cols: Tensor, fires: Tensor, n_sets: int, b: int) -> Tensor:
+    """``(n_sets, b)`` float64: how many images of each kept set fire on each neuron, from candidate entries
+    (their set, ``-1`` when skipped, their neuron, and whether they fire). Weights instead of boolean
+    indexing: one pass, no compaction."""
+    weights = (fires & (sets >= 0)).double()
+    return torch.bincount(sets.clamp(min=0) * b + cols, weights=weights, minlength=n_sets * b)[
+        : n_sets * b
+    ].view(n_sets, b)
 
 
 # ------------------------------------------------------------------------------------------------ factor probes
