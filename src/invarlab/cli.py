@@ -1,5 +1,5 @@
-"""The ``invarlab`` command line: one sub-command per stage (``world``, ``train``, ``export``, ``report``,
-``compare`` so far).
+"""The ``invarlab`` command line: one sub-command per stage (``world``, ``train``, ``export``, ``eval``,
+``report``, ``compare``) and ``run``, which chains them.
 
 Commands take a preset (a name under ``configs/<group>/`` or a YAML file) and ``key=value`` overrides, and
 print every option with its default and allowed values in ``--help``, so a user never has to read the source
@@ -267,6 +267,13 @@ def compare_command(
     if len(runs) < 2:
         raise ConfigError(f"compare needs at least two run directories, got {len(runs)}")
     typer.echo(f"comparison: {compare_runs(runs, out)}")
+
+
+# ------------------------------------------------------------------------------------------- eval / run
+from invarlab.cli_eval import eval_app, run_command  # noqa: E402  (after app: the sub-app registers on it)
+
+app.add_typer(eval_app, name="eval")
+app.command("run")(run_command)
 
 
 def main(argv: list[str] | None = None) -> None:

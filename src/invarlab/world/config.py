@@ -69,6 +69,10 @@ class FactorRanges:
     photo_background_prob: float = opt(
         0.5, "probability of a photo background (else procedural)", range=(0.0, 1.0)
     )
+    background_kinds: list[str] = opt(
+        ["gradient", "stripes", "checker", "blobs"],
+        "procedural backgrounds to draw from (uniformly): gradient, stripes, checker, blobs",
+    )
 
 
 @dataclass

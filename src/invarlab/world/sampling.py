@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from invarlab.errors import ConfigError
+
 from .background import BACKGROUND_KINDS, PHOTO_KIND, PHOTO_NAMES
 from .catalog import CATEGORY_GROUPS, CATEGORY_NAMES
 from .config import DatasetSpec, FactorRanges, WorldConfig
@@ -29,6 +31,11 @@ def category_ids(spec: DatasetSpec) -> list[int]:
     ids: list[int] = []
     for name in spec.categories:
         members = CATEGORY_GROUPS.get(name, (name,))
+        if any(m not in CATEGORY_NAMES for m in members):
+            raise ConfigError(
+                f"unknown category {name!r} in datasets.<name>.categories; use any of "
+                f"{', '.join(CATEGORY_NAMES)} or a group: {', '.join(CATEGORY_GROUPS)}"
+            )
         ids += [CATEGORY_NAMES.index(m) for m in members if CATEGORY_NAMES.index(m) not in ids]
     return ids
 
@@ -88,7 +95,15 @@ def draw_lights(f: Factors, r: FactorRanges, gen: torch.Generator) -> None:
 def draw_backgrounds(f: Factors, r: FactorRanges, gen: torch.Generator) -> None:
     n = f.batch_size
     photo = torch.rand(n, generator=gen) < r.photo_background_prob
-    procedural = torch.randint(0, PHOTO_KIND, (n,), generator=gen)
+    procedural_kinds = BACKGROUND_KINDS[:PHOTO_KIND]
+    bad = [k for k in r.background_kinds if k not in procedural_kinds]
+    if bad or not r.background_kinds:
+        raise ConfigError(
+            f"world.factors.background_kinds={list(r.background_kinds)}: give one or more of "
+            f"{', '.join(procedural_kinds)} (photos are set by photo_background_prob)"
+        )
+    kinds = torch.tensor([BACKGROUND_KINDS.index(k) for k in r.background_kinds])
+    procedural = kinds[torch.randint(0, len(kinds), (n,), generator=gen)]
     f.background_kind = torch.where(photo, PHOTO_KIND, procedural)
     f.background_colors = torch.rand(n, 2, 3, generator=gen) * 0.8 + 0.1
     proc = torch.stack(

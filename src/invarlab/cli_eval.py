@@ -1,0 +1,144 @@
+"""``invarlab eval <evaluation> RUN`` (one sub-command per evaluation, plus ``all``) and ``invarlab run``.
+
+Kept apart from :mod:`invarlab.cli` so that module stays about the world, training and reports; both commands
+load their configs lazily, so ``invarlab --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["eval_app", "load_eval_config", "load_run_config", "run_command"]
+
+_EVALUATIONS = ("knn", "linear", "fewshot", "invariance", "factor_probes", "corruptions", "svm", "retrieval")
+_HELP = {
+    "knn": "weighted kNN category accuracy (top-1 / top-5) of unseen instances",
+    "linear": "linear probe (L-BFGS, weight decay chosen on a validation split)",
+    "fewshot": "n-way k-shot logistic regression, mean and 95% confidence interval",
+    "invariance": "RIS Top-10 / Top-25 for each invariance-set dataset (PAPERS.md §1.3)",
+    "factor_probes": "how well a linear probe decodes each world factor from the features",
+    "corruptions": "accuracy of kNN under ImageNet-C-style corruptions, 5 severities",
+    "svm": "VOC07-style multi-label linear SVM mAP on scenes",
+    "retrieval": "nearest-neighbour precision and the retrieval grid (figures/retrieval.png)",
+}
+
+eval_app = typer.Typer(
+    help="Evaluate a run's backbone against a random-init floor; numbers go into RUN/results.json.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+_RUN = typer.Argument(..., help="run folder (its newest checkpoint; results, figures and caches go there)")
+_OVERRIDES = typer.Argument(
+    None, metavar="KEY=VALUE", help="overrides of the evaluation config", show_default=False
+)
+_CONFIG = typer.Option(
+    None, "--config", "-c", help="YAML evaluation config (configs/eval/NAME.yaml or a file)"
+)
+_CHECKPOINT = typer.Option(
+    None,
+    "--checkpoint",
+    help="evaluate this file (invarlab, torchvision or official MoCo v2) instead of RUN's",
+)
+_ARCH = typer.Option(None, "--arch", help="backbone of a torchvision / MoCo checkpoint (default resnet50)")
+
+
+def _eval_schema() -> type:
+    return importlib.import_module("invarlab.eval.config").EvalConfig
+
+
+def load_eval_config(config: str | Path | None, overrides: list[str] | None) -> Any:
+    """Defaults, then ``config`` (a preset of ``configs/eval/`` or a file), then ``key=value`` overrides."""
+    from invarlab.config import load_config
+
+    return load_config(_eval_schema(), config, overrides or [], group="eval")
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+
+
+def _evaluate(
+    names: list[str] | None,
+    run: Path,
+    overrides: list[str] | None,
+    config: str | None,
+    checkpoint: Path | None,
+    arch: str | None,
+) -> None:
+    from invarlab.eval.context import EvalContext
+    from invarlab.eval.suite import run_evaluations
+    from invarlab.results import results_path
+
+    cfg = load_eval_config(config, overrides)
+    _setup_logging()
+    run_evaluations(EvalContext(run, cfg, checkpoint, arch), names)
+    typer.echo(f"results: {results_path(run)}")
+
+
+def _make_command(name: str) -> None:
+    def command(
+        run: Path = _RUN,
+        overrides: list[str] | None = _OVERRIDES,
+        config: str | None = _CONFIG,
+        checkpoint: Path | None = _CHECKPOINT,
+        arch: str | None = _ARCH,
+    ) -> None:
+        _evaluate([name], run, overrides, config, checkpoint, arch)
+
+    command.__doc__ = _HELP[name][0].upper() + _HELP[name][1:] + "."
+    eval_app.command(name.replace("_", "-"))(command)
+
+
+for _name in _EVALUATIONS:
+    _make_command(_name)
+
+
+@eval_app.command("all")
+def all_command(
+    run: Path = _RUN,
+    overrides: list[str] | None = _OVERRIDES,
+    config: str | None = _CONFIG,
+    checkpoint: Path | None = _CHECKPOINT,
+    arch: str | None = _ARCH,
+) -> None:
+    """Every evaluation listed in the config's `evaluations` (all by default), for model and random."""
+    _evaluate(None, run, overrides, config, checkpoint, arch)
+
+
+def load_run_config(args: list[str] | None, config: Path | None) -> Any:
+    """``[PRESET] [key=value ...]`` or ``--config FILE [key=value ...]``; a preset is ``configs/NAME.yaml``
+    (default ``quickstart``)."""
+    from invarlab.config import load_config
+    from invarlab.pipeline import RunConfig
+
+    args = list(args or [])
+    preset: str | Path | None = config
+    if preset is None and args and "=" not in args[0]:
+        preset = args.pop(0)
+    return load_config(RunConfig, preset or "quickstart", args, group=None)
+
+
+def run_command(
+    args: list[str] | None = typer.Argument(
+        None,
+        metavar="PRESET KEY=VALUE",
+        help="a run config (configs/NAME.yaml, default quickstart) or YAML file, then key=value overrides "
+        "(train.steps=100, eval.evaluations=[knn], ...)",
+        show_default=False,
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML run config, instead of PRESET."),
+) -> None:
+    """Render the world, train, evaluate against a random-init floor and write the report, in one go."""
+    cfg = load_run_config(args, config)
+    _setup_logging()
+    out = importlib.import_module("invarlab.pipeline").run_pipeline(cfg)
+    typer.echo(f"report: {out}")

@@ -1,0 +1,95 @@
+"""What ``invarlab eval`` measures and on which data: :class:`EvalConfig` (presets in ``configs/eval/``)."""
+
+# ruff: noqa: RUF009  (opt() returns a dataclasses.field with metadata, not a shared default)
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from invarlab.config import opt
+
+__all__ = ["EVALUATIONS", "INVARIANCE_FACTORS", "PROBE_FACTORS", "EvalConfig"]
+
+EVALUATIONS = ("knn", "linear", "fewshot", "invariance", "factor_probes", "corruptions", "svm", "retrieval")
+INVARIANCE_FACTORS = (
+    "viewpoint",
+    "illum_direction",
+    "illum_color",
+    "occlusion",
+    "instance",
+    "instance_viewpoint",
+)
+PROBE_FACTORS = (
+    "azimuth",
+    "elevation",
+    "light_direction",
+    "light_color",
+    "occlusion",
+    "instance",
+    "category",
+)
+
+
+@dataclass
+class KnnEvalConfig:
+    """Weighted kNN (cosine, weights exp(s / T)); defaults of the MoCo CIFAR demo."""
+
+    k: int = opt(200, "neighbours", range=(1, None))
+    temperature: float = opt(0.1, "temperature T of the weights exp(s / T)", range=(1e-4, 100.0))
+
+
+@dataclass
+class FewShotEvalConfig:
+    """n-way k-shot logistic regression over repeated trials (mean and 95% confidence interval)."""
+
+    ways: int = opt(5, "classes per trial (an all-way setting is always added)", range=(2, None))
+    shots: list[int] = opt([1, 5], "training images per class, one result per value")
+    queries: int = opt(15, "test images per class and trial", range=(1, None))
+    trials: int = opt(20, "trials per setting", range=(2, None))
+
+
+@dataclass
+class CorruptionEvalConfig:
+    """ImageNet-C-style corruptions of the test images, classified by kNN against clean training features."""
+
+    names: list[str] = opt([], "corruptions to apply (empty = all)")
+    severities: list[int] = opt([1, 2, 3, 4, 5], "severities 1..5")
+    max_images: int = opt(
+        500, "test images corrupted (a fixed random subset when there are more)", range=(1, None)
+    )
+
+
+@dataclass
+class EvalConfig:
+    """Evaluations of a run's backbone (``model``) against the same architecture randomly initialised
+    (``random``, the floor), on datasets of a world preset. Dataset names refer to that preset."""
+
+    world_preset: str = opt(
+        "quickstart", "world preset holding the evaluation datasets (configs/world/NAME.yaml)"
+    )
+    world_overrides: list[str] = opt([], "key=value overrides of the world preset")
+    classify_train: str = opt("eval_train", "labelled bank / probe training set (category labels)")
+    classify_test: str = opt("eval_test", "test set for kNN, linear, few-shot and corruptions")
+    invariance_sets: list[str] = opt(
+        list(INVARIANCE_FACTORS),
+        "datasets of invariance-set kinds; each gives one RIS row (named by its kind)",
+    )
+    probes: str = opt("probes", "dataset whose factors the factor probes decode")
+    multilabel: str = opt("scenes", "scene dataset for the VOC07-style multi-label SVM (categories present)")
+    evaluations: list[str] = opt(
+        list(EVALUATIONS), f"which evaluations 'invarlab eval all' runs: {', '.join(EVALUATIONS)}"
+    )
+    representations: list[str] = opt(
+        ["model", "random"], "model (the run's backbone) and/or random (the floor)"
+    )
+    random_seed: int = opt(0, "seed of the randomly initialised floor network", range=(0, 2**31 - 1))
+    image_size: int = opt(
+        0, "side images are resized to before the network; 0 = the run's training view size"
+    )
+    batch_size: int = opt(256, "feature-extraction batch size", range=(1, None))
+    device: str = opt("auto", "auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    seed: int = opt(0, "seed of every random choice in the evaluations (splits, trials, corruptions)")
+    knn: KnnEvalConfig = field(default_factory=KnnEvalConfig)
+    fewshot: FewShotEvalConfig = field(default_factory=FewShotEvalConfig)
+    corruptions: CorruptionEvalConfig = field(default_factory=CorruptionEvalConfig)
+    retrieval_queries: int = opt(8, "query rows of the nearest-neighbour retrieval grid", range=(1, 64))
+    retrieval_neighbours: int = opt(8, "neighbours shown per query", range=(1, 32))
