@@ -232,7 +232,8 @@ def few_shot(
 ) -> dict[str, float]:
     """``{"mean": %, "ci95": half width %, "std": %, "trials": T, "ways": n, "shots": k}`` over ``trials``
     episodes; ``kwargs`` go to :func:`few_shot_trials` (query pool, lr, iters, batch_size, ...)."""
-    acc, n_ways = few_shot_trials(features, labels, ways, shots, queries, trials, seed, **kwargs)  # type: ignore[arg-type]
+    options: dict = dict(kwargs)
+    acc, n_ways = few_shot_trials(features, labels, ways, shots, queries, trials, seed, **options)
     mean, half = mean_ci(acc, 0.95, ci)
     std = float(acc.std(correction=1)) if trials > 1 else math.nan
     return {"mean": mean, "ci95": half, "std": std, "trials": trials, "ways": n_ways, "shots": shots}

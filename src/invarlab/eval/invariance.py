@@ -63,9 +63,9 @@ def _tail(xt: Tensor, top: int, largest: bool, sample: int) -> tuple[Tensor, Ten
     superset: the candidates).
 
     Exact, but only the candidates are ranked: a loose bound from every ``N // sample``-th image keeps about
-    ``top`` entries per neuron plus a margin of five binomial standard deviations; a neuron whose bound keeps fewer than ``top`` (a sample that
-    misrepresents it) is redone with its exact threshold. Every entry beyond the threshold is a candidate,
-    because the bound is not beyond the threshold."""
+    ``top`` entries per neuron plus a margin of five binomial standard deviations; a neuron whose bound keeps
+    fewer than ``top`` (a sample that misrepresents it) is redone with its exact threshold. Every entry beyond
+    the threshold is a candidate, because the bound is not beyond the threshold."""
     b, n = xt.shape
     sub = xt[:, :: max(1, n // sample)].contiguous()
     expected = top * sub.shape[1] / n

@@ -22,9 +22,9 @@ is no lower than at every later positive, and is larger otherwise.
 
 Fixed from the official script: validation features are used for validation. When several ``costs`` are
 given, each class's cost is chosen by AP on ``val_feats`` / ``val_labels`` (never on the test set; ties, and
-classes without a validation positive, take the first of ``costs``), then that class's SVM is trained on the training set. A class without positive
-training images gets no SVM, and a class without positive test images has no AP; both are reported as
-``nan`` and left out of the mean.
+classes without a validation positive, take the first of ``costs``), then that class's SVM is trained on the
+training set. A class without positive training images gets no SVM, and a class without positive test images
+has no AP; both are reported as ``nan`` and left out of the mean.
 """
 
 from __future__ import annotations
