@@ -154,7 +154,9 @@ def linear_probe(
     _check_xy(train_feats, train_labels, "train")
     _check_xy(test_feats, test_labels, "test")
     if train_feats.shape[1] != test_feats.shape[1]:
-        raise ValueError(f"train and test features differ in D: {train_feats.shape[1]} vs {test_feats.shape[1]}")
+        raise ValueError(
+            f"train and test features differ in D: {train_feats.shape[1]} vs {test_feats.shape[1]}"
+        )
     if not weight_decays:
         raise ValueError("weight_decays is empty: give at least one weight decay")
     if num_classes is None:
@@ -164,14 +166,18 @@ def linear_probe(
     if len(weight_decays) > 1:
         tr, va = stratified_split(train_labels, val_fraction, seed)
         if len(va) == 0:
-            raise ValueError("no class has two training samples, so no validation split: pass one weight_decays")
+            raise ValueError(
+                "no class has two training samples, so no validation split: pass one weight_decays"
+            )
         x_tr, y_tr = train_feats[tr], train_labels[tr]
         best = -1.0
         # Large to small λ with warm starts: each solution is a good start for the next (a regularisation path).
         model = None
         for wd in sorted((float(v) for v in weight_decays), reverse=True):
             model = fit_logistic(x_tr, y_tr, num_classes, wd, max_iter, tol, init=model)
-            acc = float((model.predict(train_feats[va]).cpu() == train_labels[va].cpu()).double().mean() * 100)
+            acc = float(
+                (model.predict(train_feats[va]).cpu() == train_labels[va].cpu()).double().mean() * 100
+            )
             val_top1[repr(wd)] = acc
             if acc > best:  # strict: ties keep the larger λ, seen first
                 best, chosen, init = acc, wd, model
