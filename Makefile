@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/invarlab world show demo --out $(DEMO_OUT)
+	$(VENV)/bin/invarlab run configs/quickstart.yaml train.run_dir=$(DEMO_OUT)/quickstart
+	$(VENV)/bin/invarlab world show quickstart --out $(DEMO_OUT)/world
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
