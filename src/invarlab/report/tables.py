@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from invarlab.eval.config import PROBE_FACTORS
 from invarlab.report.run import RunData, flatten, number
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 Rows = dict[str, "dict[str, Any] | None"]  # {row label: metrics of one representation, or None}
 MISSING = "—"
 FLOOR = "random"
-# P1's table order (PAPERS.md §1.7), then the factor probes' factors.
+# P1's table order (PAPERS.md §1.7); the factor probes' factors come from the evaluation config.
 INVARIANCE_FACTORS = (
     "occlusion",
     "viewpoint",
@@ -46,15 +47,6 @@ INVARIANCE_FACTORS = (
     "illum_color",
     "instance",
     "instance_viewpoint",
-)
-PROBE_FACTORS = (
-    "azimuth",
-    "elevation",
-    "light_direction",
-    "light_color",
-    "occlusion",
-    "instance",
-    "category",
 )
 FACTOR_LABELS = {
     "occlusion": "Occlusion",
