@@ -7,13 +7,19 @@ builds its views there (see DESIGN.md, "Data flow").
 """
 
 from invarlab.data.collate import Batch, collate_uint8, split_indices
+from invarlab.data.davis import DavisVideos, Video
 from invarlab.data.folder import IMAGE_EXTENSIONS, FolderDataset
+from invarlab.data.voc import VOCClassification, VOCSegmentation
 from invarlab.data.world import WorldDataset, label_column
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "Batch",
+    "DavisVideos",
     "FolderDataset",
+    "VOCClassification",
+    "VOCSegmentation",
+    "Video",
     "WorldDataset",
     "collate_uint8",
     "label_column",
