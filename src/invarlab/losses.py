@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["info_nce", "info_nce_logits", "multi_positive_info_nce", "nt_xent"]
+__all__ = [
+    "info_nce",
+    "info_nce_extra_negatives",
+    "info_nce_logits",
+    "info_nce_per_positive",
+    "multi_positive_info_nce",
+    "nt_xent",
+]
 
 
 def _check_pair(query: Tensor, positive: Tensor) -> None:
@@ -141,3 +148,66 @@ def multi_positive_info_nce(
     has = (count > 0).to(log_prob.dtype)
     per_query = pos_sum / count.clamp(min=1)
     return -(per_query * has).sum() / has.sum().clamp(min=1.0)
+
+
+def _check_bank(query: Tensor, negatives: Tensor) -> None:
+    if negatives.ndim != 2 or negatives.shape[1] != query.shape[1]:
+        raise ValueError(f"negatives must be (K, {query.shape[1]}), got {tuple(negatives.shape)}")
+
+
+def info_nce_per_positive(query: Tensor, positives: Tensor, negatives: Tensor, temperature: float) -> Tensor:
+    r"""InfoNCE averaged over several positives, **each in its own softmax** against a shared bank (LooC's
+    all-invariant space, PAPERS.md §3.4; unlike :func:`multi_positive_info_nce`, the other positives are not in
+    the denominator).
+
+    ``query`` ``(B, D)``; ``positives`` ``(B, P, D)``, row ``b`` the positives of query ``b``; ``negatives``
+    ``U`` ``(K, D)`` (``K`` may be 0); all L2-normalised:
+
+        L = −(1/(B P)) Σ_b Σ_p log [ exp(q_b·k_{b,p}/τ) / ( exp(q_b·k_{b,p}/τ) + Σ_{n=1..K} exp(q_b·u_n/τ) ) ]
+
+    i.e. the mean over ``p`` of ``info_nce(query, positives[:, p], negatives, τ)``. With ``K = 0`` every term
+    is ``log 1 = 0``.
+    """
+    _check_temperature(temperature)
+    if query.ndim != 2 or positives.ndim != 3 or positives.shape[0] != query.shape[0]:
+        raise ValueError(
+            f"query (B, D) and positives (B, P, D) expected, got {tuple(query.shape)}, {tuple(positives.shape)}"
+        )
+    if positives.shape[2] != query.shape[1]:
+        raise ValueError(f"positives must have dimension {query.shape[1]}, got {positives.shape[2]}")
+    _check_bank(query, negatives)
+    l_pos = torch.einsum("bd,bpd->bp", query, positives.to(query.dtype)) / temperature  # (B, P)
+    # The bank's log-sum-exp is shared by all P softmaxes of a query: one (B, K) product, not (B, P, K).
+    lse_neg = torch.logsumexp(query @ negatives.to(query.dtype).T / temperature, dim=1, keepdim=True)
+    return -(l_pos - torch.logaddexp(l_pos, lse_neg)).mean()
+
+
+def info_nce_extra_negatives(
+    query: Tensor, positive: Tensor, extra_negatives: Tensor, negatives: Tensor, temperature: float
+) -> Tensor:
+    r"""InfoNCE with per-query negatives besides a shared bank (LooC's leave-one-out spaces: the other views of
+    the same image are negatives, PAPERS.md §3.4).
+
+    ``query``, ``positive`` ``(B, D)``; ``extra_negatives`` ``W`` ``(B, E, D)``, row ``b`` the negatives of
+    query ``b`` only (``E`` may be 0); ``negatives`` ``U`` ``(K, D)`` shared by all queries (``K`` may be 0); all
+    L2-normalised:
+
+        L = −(1/B) Σ_b log [ exp(q_b·k_b/τ) / ( exp(q_b·k_b/τ) + Σ_{e=1..E} exp(q_b·w_{b,e}/τ)
+                                                  + Σ_{n=1..K} exp(q_b·u_n/τ) ) ]
+
+    computed as ``cross_entropy([l_pos, l_extra, l_neg] / τ, 0)``.
+    """
+    _check_temperature(temperature)
+    _check_pair(query, positive)
+    if extra_negatives.ndim != 3 or extra_negatives.shape[0] != query.shape[0]:
+        raise ValueError(f"extra_negatives must be (B, E, D), got {tuple(extra_negatives.shape)}")
+    if extra_negatives.shape[2] != query.shape[1]:
+        raise ValueError(
+            f"extra_negatives must have dimension {query.shape[1]}, got {extra_negatives.shape[2]}"
+        )
+    _check_bank(query, negatives)
+    l_pos = (query * positive.to(query.dtype)).sum(dim=1, keepdim=True)
+    l_extra = torch.einsum("bd,bed->be", query, extra_negatives.to(query.dtype))
+    l_neg = query @ negatives.to(query.dtype).T
+    logits = torch.cat([l_pos, l_extra, l_neg], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))

@@ -6,6 +6,7 @@ returns the views together with the parameters, which later methods reuse (LooC,
 """
 
 from invarlab.views import ops
+from invarlab.views.looc import LoocViewConfig, LoocViewParams, LoocViews, looc_views, sample_looc_params
 from invarlab.views.params import (
     ViewParams,
     sample_crop_boxes,
@@ -23,18 +24,26 @@ from invarlab.views.recipes import (
     simclr_config,
     simclr_views,
 )
+from invarlab.views.texture import TextureConfig, TextureParams
 
 __all__ = [
+    "LoocViewConfig",
+    "LoocViewParams",
+    "LoocViews",
+    "TextureConfig",
+    "TextureParams",
     "ViewConfig",
     "ViewParams",
     "Views",
     "apply_view",
+    "looc_views",
     "make_views",
     "mocov2_config",
     "mocov2_views",
     "ops",
     "sample_crop_boxes",
     "sample_jitter",
+    "sample_looc_params",
     "sample_rotation",
     "sample_view_params",
     "simclr_config",
