@@ -11,6 +11,7 @@ from collections.abc import Callable
 from invarlab.config_schema import validate
 from invarlab.errors import ConfigError
 from invarlab.methods.base import VIEW_RECIPES, Method, MethodConfig, StepOutput, supervised_view_config
+from invarlab.methods.looc import LooC, LoocRepresentations, load_looc, looc_loss
 from invarlab.methods.moco import MoCo, moco_logits, moco_loss
 from invarlab.methods.simclr import SimCLR
 from invarlab.methods.supervised import Supervised
@@ -18,6 +19,8 @@ from invarlab.methods.supervised import Supervised
 __all__ = [
     "METHODS",
     "VIEW_RECIPES",
+    "LooC",
+    "LoocRepresentations",
     "Method",
     "MethodConfig",
     "MoCo",
@@ -25,6 +28,8 @@ __all__ = [
     "StepOutput",
     "Supervised",
     "build_method",
+    "load_looc",
+    "looc_loss",
     "moco_logits",
     "moco_loss",
     "register_method",
@@ -34,7 +39,7 @@ __all__ = [
 MethodFactory = Callable[[MethodConfig, "int | None"], Method]
 
 # name -> factory(cfg, num_classes). Names are matched lower-case with '-' and '_' removed.
-METHODS: dict[str, MethodFactory] = {"moco": MoCo, "simclr": SimCLR, "supervised": Supervised}
+METHODS: dict[str, MethodFactory] = {"moco": MoCo, "simclr": SimCLR, "supervised": Supervised, "looc": LooC}
 _ALIASES = {"mocov2": "moco"}
 
 

@@ -81,6 +81,28 @@ class MethodConfig:
     view_overrides: dict[str, Any] = opt(
         {}, "ViewConfig fields to change, e.g. {blur_p: 0.0, scale: [0.08, 1.0]}"
     )
+    # LooC (PAPERS.md §3, docs/looc.md); read only by method looc.
+    looc_augs: list[str] = opt(
+        ["colour", "rotation"],
+        "LooC: atomic augmentations, one leave-one-out space each",
+        choices=("colour", "color", "rotation", "texture"),
+    )
+    looc_leave_one_out: bool = opt(
+        True, "LooC: keys k_1..k_n and spaces Z_1..Z_n; false: q, k_0, Z_0 only (MoCo, same augmentations)"
+    )
+    looc_multi_positive: bool = opt(True, "LooC: in Z_0 every key of the image is a positive (false: k_0)")
+    looc_intra_negatives: bool = opt(True, "LooC: in Z_i the image's keys other than k_i are negatives")
+    looc_enqueue: str = opt("k0", "LooC: keys enqueued in every space", choices=("k0", "all"))
+    looc_rotations: list[int] = opt(
+        [0, 1, 2, 3], "LooC: quarter turns of the rotation augmentation", range=(0, 3)
+    )
+    looc_texture: dict[str, Any] = opt({}, "LooC: TextureConfig fields to change, e.g. {p: 0.5}")
+    looc_plus_layer: str = opt(
+        "hidden",
+        "LooC++: each head's first hidden layer or its normalised output",
+        choices=("hidden", "output"),
+    )
+    looc_plus_with_v: bool = opt(False, "LooC++: put the backbone feature V first in the concatenation")
     wd_norm_bias: bool = opt(
         False, "also apply weight decay to norm weights and biases (the official MoCo code does)"
     )
