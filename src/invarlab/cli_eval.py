@@ -98,8 +98,45 @@ def _make_command(name: str) -> None:
     eval_app.command(name.replace("_", "-"))(command)
 
 
+_DATASET = typer.Option(
+    None, "--dataset", help="score a real dataset's sets instead of the world's: aloi, got10k or pascal3d"
+)
+_ROOT = typer.Option(None, "--root", help="the real dataset's folder (layouts: docs/datasets.md)")
+
+
+def invariance_command(
+    run: Path = _RUN,
+    overrides: list[str] | None = _OVERRIDES,
+    config: str | None = _CONFIG,
+    checkpoint: Path | None = _CHECKPOINT,
+    arch: str | None = _ARCH,
+    dataset: str | None = _DATASET,
+    root: Path | None = _ROOT,
+) -> None:
+    """RIS Top-10 / Top-25 per invariance-set dataset (PAPERS.md §1.3): the world's, or with --dataset the
+    sets of ALOI, GOT-10k or Pascal3D+ (results.json: invariance_<dataset>)."""
+    if dataset is None:
+        if root is not None:
+            from invarlab.errors import ConfigError
+
+            raise ConfigError("--root needs --dataset aloi|got10k|pascal3d (the world needs no folder)")
+        _evaluate(["invariance"], run, overrides, config, checkpoint, arch)
+        return
+    from invarlab.eval.context import EvalContext
+    from invarlab.eval.real_invariance import real_invariance
+    from invarlab.results import results_path
+
+    cfg = load_eval_config(config, overrides)
+    _setup_logging()
+    real_invariance(EvalContext(run, cfg, checkpoint, arch), dataset, root)
+    typer.echo(f"results: {results_path(run)}")
+
+
 for _name in _EVALUATIONS:
-    _make_command(_name)
+    if _name == "invariance":
+        eval_app.command("invariance")(invariance_command)
+    else:
+        _make_command(_name)
 
 
 @eval_app.command("all")

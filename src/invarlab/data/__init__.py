@@ -9,6 +9,7 @@ builds its views there (see DESIGN.md, "Data flow").
 from invarlab.data.collate import Batch, collate_uint8, split_indices
 from invarlab.data.davis import DavisVideos, Video
 from invarlab.data.folder import IMAGE_EXTENSIONS, FolderDataset
+from invarlab.data.sets import InvarianceSets
 from invarlab.data.voc import VOCClassification, VOCSegmentation
 from invarlab.data.world import WorldDataset, label_column
 
@@ -17,6 +18,7 @@ __all__ = [
     "Batch",
     "DavisVideos",
     "FolderDataset",
+    "InvarianceSets",
     "VOCClassification",
     "VOCSegmentation",
     "Video",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from invarlab.config import opt
+from invarlab.eval.real_config import RealSetsConfig
 
 __all__ = ["EVALUATIONS", "INVARIANCE_FACTORS", "PROBE_FACTORS", "EvalConfig"]
 
@@ -93,3 +94,4 @@ class EvalConfig:
     corruptions: CorruptionEvalConfig = field(default_factory=CorruptionEvalConfig)
     retrieval_queries: int = opt(8, "query rows of the nearest-neighbour retrieval grid", range=(1, 64))
     retrieval_neighbours: int = opt(8, "neighbours shown per query", range=(1, 32))
+    real_sets: RealSetsConfig = field(default_factory=RealSetsConfig)  # invarlab eval invariance --dataset
