@@ -13,11 +13,13 @@ from invarlab.errors import ConfigError
 from invarlab.methods.base import VIEW_RECIPES, Method, MethodConfig, StepOutput, supervised_view_config
 from invarlab.methods.looc import LooC, LoocRepresentations, load_looc, looc_loss
 from invarlab.methods.moco import MoCo, moco_logits, moco_loss
+from invarlab.methods.pirl import PIRL
 from invarlab.methods.simclr import SimCLR
 from invarlab.methods.supervised import Supervised
 
 __all__ = [
     "METHODS",
+    "PIRL",
     "VIEW_RECIPES",
     "LooC",
     "LoocRepresentations",
@@ -41,6 +43,7 @@ MethodFactory = Callable[[MethodConfig, "int | None"], Method]
 # name -> factory(cfg, num_classes). Names are matched lower-case with '-' and '_' removed.
 METHODS: dict[str, MethodFactory] = {"moco": MoCo, "simclr": SimCLR, "supervised": Supervised, "looc": LooC}
 _ALIASES = {"mocov2": "moco"}
+METHODS["pirl"] = PIRL
 
 
 def _key(name: str) -> str:

@@ -106,6 +106,65 @@ class MethodConfig:
     wd_norm_bias: bool = opt(
         False, "also apply weight decay to norm weights and biases (the official MoCo code does)"
     )
+    # PIRL (docs/pirl.md); [MEM] defaults are the PIRL paper's as recalled, not checked against code.
+    pirl_lambda: float = opt(
+        0.5, "PIRL: weight of the jigsaw term; 1 - lambda on the image term", range=(0.0, 1.0)
+    )
+    pirl_bank_momentum: float = opt(
+        0.5, "PIRL: memory bank EMA m <- normalize(mu m + (1 - mu) f)", range=(0.0, 1.0)
+    )
+    pirl_negatives: int = opt(
+        32000, "PIRL: negatives N drawn from the memory bank per step", range=(1, 2**24)
+    )
+    pirl_bank_size: int = opt(0, "PIRL: memory bank rows; 0 = the training set's size", range=(0, 2**31 - 1))
+    pirl_normalizer: str = opt(
+        "estimate",
+        "PIRL: NCE partition Z estimated at the first step (Wu et al.) or none (Z = 1)",
+        choices=("estimate", "none"),
+    )
+    pirl_patch_size: int = opt(64, "PIRL: side of each jigsaw patch in pixels", range=(4, 1024))
+    pirl_patch_fraction: float = opt(
+        0.75, "PIRL: patch side / grid-cell side (64 of 85 px in PIRL)", range=(0.1, 1.0)
+    )
+    pirl_patch_dim: int = opt(
+        128, "PIRL: per-patch projection width before the concatenation", range=(1, 65536)
+    )
+    # Frame Temporal Invariance / Region Tracker (docs/temporal.md); P1 leaves these [N/A]: our defaults.
+    temporal_gap_min: int = opt(1, "temporal: smallest frame gap between query and key", range=(1, 100000))
+    temporal_gap_max: int = opt(8, "temporal: largest frame gap between query and key", range=(1, 100000))
+    temporal_region_fraction: float = opt(
+        0.5,
+        "region_tracker: fraction of pairs that are tracked-region crops (rest: frame pairs)",
+        range=(0.0, 1.0),
+    )
+    temporal_tracks: str = opt(
+        "gt",
+        "region_tracker: gt (the source's boxes and track ids) or unsup (proposals + optical flow)",
+        choices=("gt", "unsup"),
+    )
+    temporal_proposals: str = opt(
+        "edges", "region_tracker unsup: proposal method", choices=("edges", "saliency")
+    )
+    temporal_region_margin: float = opt(
+        1.2, "region crop: square side = margin x the box's longer side", range=(1.0, 4.0)
+    )
+    temporal_min_box: int = opt(6, "regions: smallest box side in source pixels", range=(1, 4096))
+    temporal_track_min_inside: float = opt(
+        0.6,
+        "unsup tracker: drop a track once less than this fraction of its box is in the frame",
+        range=(0.0, 1.0),
+    )
+    temporal_track_fb_error: float = opt(
+        1.0,
+        "unsup tracker: forward-backward flow error (px) under which a pixel counts as consistent; 0 = off",
+        range=(0.0, 100.0),
+    )
+    temporal_track_min_consistent: float = opt(
+        0.5,
+        "unsup tracker: drop a track when fewer of its box's pixels are flow-consistent",
+        range=(0.0, 1.0),
+    )
+
 
 
 @dataclass

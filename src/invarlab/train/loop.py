@@ -73,10 +73,20 @@ class _StepModule(nn.Module):
         self.method = method
 
     def forward(
-        self, images: Tensor, labels: Tensor | None, generator: torch.Generator
+        self, images: Tensor, labels: Tensor | None, generator: torch.Generator, indices: Tensor | None = None
     ) -> tuple[Tensor, dict]:
-        out = self.method.training_step(images, labels, generator)
+        out = _call_step(self.method, images, labels, generator, indices)
         return out.loss, out.metrics
+
+
+def _call_step(
+    method: Any, images: Tensor, labels: Tensor | None, generator: torch.Generator, indices: Any
+) -> Any:
+    """``training_step`` with ``indices`` only for a method that asks for them (``uses_indices``), so methods
+    written against the three-argument contract keep working."""
+    if indices is not None and getattr(method, "uses_indices", False):
+        return method.training_step(images, labels, generator, indices=indices)
+    return method.training_step(images, labels, generator)
 
 
 def _capped(dataset: Dataset, cap: int, seed: int) -> Dataset:
@@ -103,6 +113,16 @@ class Trainer:
     ``train_set`` / ``monitor_set`` return ``(uint8 image (3,H,W), label, index)`` (see :mod:`invarlab.data`);
     ``monitor_set`` is the held-out split the kNN monitor classifies (None: no monitor). The method must be
     built with the same seed on every rank (DDP also broadcasts rank 0's weights).
+
+    Optional parts of the contract, each looked up with ``getattr``:
+
+    - ``method.prepare_train_set(train_set, seed) -> Dataset`` is called once, first: a method may size its
+      state from the data (PIRL's memory bank) or train on a derived dataset (frame pairs ``(2, 3, H, W)``
+      from clips); the kNN monitor's bank still embeds ``train_set`` as given.
+    - ``train_set.set_epoch(epoch)`` is called before each epoch's loader is built (seeded per-epoch draws
+      inside a dataset, such as the frame gap of a pair, then replay exactly on resume).
+    - ``method.uses_indices = True`` makes ``training_step`` receive ``indices=``: the samples' positions in
+      the training set, ``(B,)`` int64 on the device (rows of a memory bank).
     """
 
     def __init__(
@@ -122,6 +142,10 @@ class Trainer:
             raise ConfigError(
                 f"batch_size={cfg.batch_size} is not divisible by the {self.world_size} processes"
             )
+        self.bank_set = train_set  # what the kNN monitor embeds: images as the data source gives them
+        prepare = getattr(method, "prepare_train_set", None)
+        if callable(prepare):
+            train_set = prepare(train_set, mix_seed(cfg.seed, "train-set"))
         self.train_set, self.monitor_set = train_set, monitor_set
         n = len(train_set)  # type: ignore[arg-type]
         self.steps_per_epoch = n // cfg.batch_size
@@ -276,6 +300,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- training
     def _loader(self, epoch: int, start: int) -> DataLoader:
+        set_epoch = getattr(self.train_set, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
         sampler = EpochBatchSampler(
             len(self.train_set),
             self.cfg.batch_size,
@@ -296,18 +323,23 @@ class Trainer:
             generator=torch.Generator().manual_seed(mix_seed(self.cfg.seed, epoch, self.rank, "loader")),
         )
 
-    def _train_step(self, images: Tensor, labels: Tensor) -> tuple[float, dict[str, float], float]:
+    def _train_step(
+        self, images: Tensor, labels: Tensor, positions: list[int] | None = None
+    ) -> tuple[float, dict[str, float], float]:
         t = self.step
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        if self.cfg.channels_last:
+        indices = None
+        if positions is not None and getattr(self.method, "uses_indices", False):
+            indices = torch.as_tensor(positions, dtype=torch.long).to(self.device, non_blocking=True)
+        if self.cfg.channels_last and images.ndim == 4:  # frame pairs (B, 2, 3, H, W) have no such layout
             images = images.contiguous(memory_format=torch.channels_last)
         lr = self.schedule.apply(self.optimizer.param_groups, t)
         with self._autocast():
             if self.ddp is not None:
-                loss, metrics = self.ddp(images, labels, self.generator)
+                loss, metrics = self.ddp(images, labels, self.generator, indices)
             else:
-                out = self.method.training_step(images, labels, self.generator)
+                out = _call_step(self.method, images, labels, self.generator, indices)
                 loss, metrics = out.loss, out.metrics
         bad = (~torch.isfinite(loss.detach().float())).float().reshape(1)
         if self.world_size > 1:  # every rank must stop together, or the others hang in the next all-reduce
@@ -337,7 +369,7 @@ class Trainer:
         if self.monitor_set is None or self.rank != 0 or self.cfg.knn.every_epochs == 0:
             return None
         k = self.cfg.knn
-        bank_set = _capped(self.train_set, k.max_bank, mix_seed(self.cfg.seed, "bank"))
+        bank_set = _capped(self.bank_set, k.max_bank, mix_seed(self.cfg.seed, "bank"))
         test_set = _capped(self.monitor_set, k.max_test, mix_seed(self.cfg.seed, "test"))
         args = (k.batch_size, self.device, self._autocast, self.cfg.channels_last, self.cfg.data.num_workers)
         bank, bank_y = extract_features(self.method, bank_set, *args)
@@ -386,8 +418,11 @@ class Trainer:
         try:
             while self.step < end:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
-                for images, labels, _ in self._loader(epoch, start):
-                    loss, metrics, lr = self._train_step(images, labels)
+                loader = self._loader(epoch, start)
+                # The batch sampler is a pure function of (seed, epoch, start): iterating it beside the loader
+                # gives each batch's positions in the training set, whatever the dataset returns as index.
+                for positions, (images, labels, _) in zip(loader.batch_sampler, loader, strict=True):
+                    loss, metrics, lr = self._train_step(images, labels, positions)
                     for key, v in {"loss": loss, **metrics}.items():
                         sums[key] = sums.get(key, 0.0) + float(v)
                     count += 1

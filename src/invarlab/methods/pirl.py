@@ -1,0 +1,245 @@
+r"""PIRL: Pretext-Invariant Representation Learning (Misra & van der Maaten, CVPR 2020) with the jigsaw pretext.
+
+P1 measures the invariances of a PIRL ResNet-50 (PAPERS.md §1.2: the authors' own reproduction, 128-d).
+PAPERS.md does not spell PIRL out, so this follows the PIRL paper as recalled ([MEM], docs/pirl.md). Per step,
+for a batch of images ``I`` with their rows ``i`` in the memory bank:
+
+1. one view ``v_I`` of each image (the MoCo v2 recipe by default) and its embedding
+   ``f(v_I) = normalize(head(φ(v_I)))``;
+2. the jigsaw transform ``I^t`` (:mod:`invarlab.views.jigsaw`): nine patches, each encoded by the same backbone
+   ``φ``, projected by a shared linear map to ``pirl_patch_dim``, concatenated in their shuffled order and
+   projected to ``g(v_{I^t})`` (``proj_dim``, normalised);
+3. ``N`` negatives ``m_{I'}`` drawn uniformly from the memory bank, and the positive ``m_I`` (bank row ``i``);
+4. the NCE loss :func:`pirl_nce` of both embeddings against the bank, mixed with ``λ``:
+
+       L = λ L_NCE(m_I, g(v_{I^t})) + (1 − λ) L_NCE(m_I, f(v_I))
+
+5. the bank rows of the batch are moved towards ``f(v_I)``: ``m_I ← normalize(μ m_I + (1 − μ) f(v_I))``
+   (:func:`memory_bank_update`), after the loss used the old rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from invarlab.distributed import concat_all_gather, convert_to_split_bn
+from invarlab.errors import ConfigError, DataError
+from invarlab.methods.base import Method, MethodConfig, StepOutput
+from invarlab.nets.heads import ProjectionHead
+from invarlab.views.jigsaw import jigsaw_views
+
+__all__ = ["PIRL", "MemoryBank", "memory_bank_update", "pirl_nce"]
+
+GRID = 3  # the jigsaw's 3 x 3 grid
+
+
+def memory_bank_update(rows: Tensor, features: Tensor, momentum: float) -> Tensor:
+    """``normalize(μ m + (1 − μ) f)`` row by row: the bank's exponential moving average of ``f(v_I)``."""
+    return F.normalize(momentum * rows + (1.0 - momentum) * features.to(rows.dtype), dim=1)
+
+
+def pirl_nce(
+    query: Tensor,
+    anchor: Tensor,
+    negatives: Tensor,
+    temperature: float,
+    log_noise: float | Tensor,
+    negative_mask: Tensor | None = None,
+) -> Tensor:
+    r"""PIRL's NCE loss ``L_NCE(anchor, query)`` (PIRL eqs. 2-4), averaged over the batch.
+
+    With L2-normalised ``query`` ``q`` ``(B, D)``, ``anchor`` ``a`` ``(B, D)`` (the bank row of the same
+    image), bank ``negatives`` ``u`` ``(N, D)``, ``s(x, y) = x·y`` and
+
+        h(x, y) = exp(s/τ) / (exp(s/τ) + Z N/|D|) = σ(s(x, y)/τ − c),    c = log Z + log(N / |D|)
+
+    (the probability that a pair comes from the data rather than from N uniform noise draws over |D| images,
+    with partition estimate Z), the loss is
+
+        L = −(1/B) Σ_b [ log h(a_b, q_b) + Σ_n mask_{b,n} log(1 − h(q_b, u_n)) ]
+
+    ``log_noise`` is ``c``. ``negative_mask`` ``(B, N)`` is false where ``u_n`` is the image itself (PIRL
+    draws negatives from D excluding I). ``−log σ(x)`` and ``−log(1 − σ(x))`` are taken as softplus for
+    stability. Logits are float32 also under autocast.
+    """
+    if query.shape != anchor.shape or query.ndim != 2:
+        raise ValueError(
+            f"query and anchor must both be (B, D), got {tuple(query.shape)}, {tuple(anchor.shape)}"
+        )
+    if negatives.ndim != 2 or negatives.shape[1] != query.shape[1]:
+        raise ValueError(f"negatives must be (N, {query.shape[1]}), got {tuple(negatives.shape)}")
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    q, a, u = query.to(dtype), anchor.to(dtype), negatives.to(dtype)
+    with torch.autocast(q.device.type, enabled=False):
+        pos = (q * a).sum(dim=1) / temperature - log_noise
+        neg = q @ u.T / temperature - log_noise
+        loss_neg = F.softplus(neg)
+        if negative_mask is not None:
+            loss_neg = torch.where(negative_mask, loss_neg, torch.zeros_like(loss_neg))
+        return (F.softplus(-pos) + loss_neg.sum(dim=1)).mean()
+
+
+class MemoryBank(nn.Module):
+    """``(size, dim)`` L2-normalised rows, one per training image, starting as random unit vectors. A buffer,
+    so checkpoints hold it and a resumed run continues with the same bank."""
+
+    bank: Tensor
+
+    def __init__(
+        self, size: int, dim: int, momentum: float, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        if size < 2:
+            raise ConfigError(f"a memory bank needs at least 2 rows (one image and a negative), got {size}")
+        self.size, self.dim, self.momentum = int(size), int(dim), float(momentum)
+        self.register_buffer("bank", F.normalize(torch.randn(size, dim, generator=generator), dim=1))
+
+    def sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` row indices drawn uniformly with replacement (on the generator's device)."""
+        device = generator.device if generator is not None else None
+        return torch.randint(self.size, (n,), generator=generator, device=device)
+
+    @torch.no_grad()
+    def update(self, indices: Tensor, features: Tensor) -> None:
+        """Rows ``indices`` ← :func:`memory_bank_update` of their old value and ``features`` (detached)."""
+        idx = indices.to(self.bank.device, torch.long)
+        self.bank[idx] = memory_bank_update(self.bank[idx], features.detach(), self.momentum)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}, momentum={self.momentum}"
+
+
+class PIRL(Method):
+    """Backbone ``φ``, image head ``f`` (``head``), patch head and jigsaw head ``g``, and a memory bank.
+
+    The bank needs one row per training image: ``pirl_bank_size``, or (0) the size of the training set, which
+    the trainer announces through :meth:`prepare_train_set`. Each step needs the batch's rows ``indices``
+    (the trainer passes the samples' positions in the training set because :attr:`uses_indices` is set).
+    """
+
+    name = "pirl"
+    default_views = "mocov2"
+    uses_indices = True
+
+    def __init__(self, cfg: MethodConfig, num_classes: int | None = None) -> None:
+        super().__init__(cfg)
+        d = self.backbone.feature_dim
+        self.temperature = cfg.temperature
+        self.head = ProjectionHead(d, cfg.proj_dim, cfg.proj_hidden_dim, num_layers=cfg.proj_layers)
+        self.patch_head = nn.Linear(d, cfg.pirl_patch_dim)
+        self.jigsaw_head = nn.Linear(GRID * GRID * cfg.pirl_patch_dim, cfg.proj_dim)
+        convert_to_split_bn(self.backbone, cfg.bn_splits)
+        self.memory: MemoryBank | None = None
+        if cfg.pirl_bank_size:
+            self.memory = MemoryBank(cfg.pirl_bank_size, cfg.proj_dim, cfg.pirl_bank_momentum)
+        # log Z of the NCE, fixed at the first step (NaN until then); a buffer so a resumed run keeps it.
+        self.register_buffer("log_z", torch.tensor(float("nan")))
+
+    def prepare_train_set(self, dataset: Dataset, seed: int) -> Dataset:
+        """Size the memory bank to the training set (unless ``pirl_bank_size`` fixed it); data unchanged."""
+        n = len(dataset)  # type: ignore[arg-type]
+        if self.memory is None:
+            g = torch.Generator().manual_seed(seed)
+            self.memory = MemoryBank(n, self.cfg.proj_dim, self.cfg.pirl_bank_momentum, g)
+        elif self.memory.size < n:
+            raise ConfigError(
+                f"method.pirl_bank_size={self.memory.size} is smaller than the training set ({n} images): "
+                "set it to 0 (sized from the data) or to at least the number of training images"
+            )
+        return dataset
+
+    def embed_image(self, x: Tensor) -> Tensor:
+        """``f(v_I) = normalize(head(φ(x)))``."""
+        return F.normalize(self.head(self.backbone(x)), dim=1)
+
+    def embed_jigsaw(self, patches: Tensor) -> Tensor:
+        """``g(v_{I^t})`` of shuffled patches ``(B, 9, 3, p, p)``: every patch through ``φ`` and the shared
+        patch head, the nine vectors concatenated in the given (shuffled) order, a linear map, normalised."""
+        b, k = patches.shape[:2]
+        per_patch = self.patch_head(self.backbone(patches.flatten(0, 1)))
+        return F.normalize(self.jigsaw_head(per_patch.reshape(b, k * per_patch.shape[1])), dim=1)
+
+    def _check_indices(self, indices: Tensor | None, batch: int) -> Tensor:
+        if self.memory is None:
+            raise ConfigError(
+                "PIRL's memory bank has no size: set method.pirl_bank_size, or call "
+                "method.prepare_train_set(dataset, seed) before training (the Trainer does)"
+            )
+        if indices is None:
+            raise DataError(
+                "PIRL needs each image's row in the memory bank: call training_step(images, labels, generator, "
+                "indices) with the samples' positions in the training set (the Trainer passes them)"
+            )
+        if indices.shape != (batch,):
+            raise DataError(f"indices must be ({batch},), got {tuple(indices.shape)}")
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= self.memory.size:
+            raise DataError(
+                f"indices must lie in [0, {self.memory.size - 1}] (memory bank rows), got [{lo}, {hi}]"
+            )
+        return indices.to(self.memory.bank.device, torch.long)
+
+    @torch.no_grad()
+    def _log_noise(self, f: Tensor, negatives: Tensor, n: int) -> Tensor:
+        """``c = log Z + log(N / |D|)``; with ``pirl_normalizer=estimate``, Z is Wu et al.'s Monte-Carlo
+        estimate ``|D| · mean exp(f·u/τ)`` from the first step (mean over ranks), so ``c = log mean + log N``."""
+        size = self.memory.size  # type: ignore[union-attr]
+        if self.cfg.pirl_normalizer == "none":
+            return torch.tensor(math.log(n / size), device=f.device)
+        if torch.isnan(self.log_z):
+            logits = f.float() @ negatives.float().T / self.temperature
+            local = (torch.logsumexp(logits.flatten(), 0) - math.log(logits.numel())).reshape(1)
+            # log of the mean over ranks of per-rank means: every rank then uses the same Z
+            ranks = concat_all_gather(local)
+            mean = torch.logsumexp(ranks, 0) - math.log(ranks.numel())
+            self.log_z.copy_(mean + math.log(size))
+        return self.log_z.to(f.device) + math.log(n / size)
+
+    def training_step(
+        self,
+        images: Tensor,
+        labels: Tensor | None,
+        generator: torch.Generator,
+        indices: Tensor | None = None,
+    ) -> StepOutput:
+        rows = self._check_indices(indices, images.shape[0])
+        bank = self.memory
+        assert bank is not None
+        (x,) = self.make_views(images, generator, 1)
+        with torch.autocast(images.device.type, enabled=False):
+            patches, _ = jigsaw_views(
+                images,
+                self.cfg.pirl_patch_size,
+                generator,
+                self.view_config,
+                GRID,
+                self.cfg.pirl_patch_fraction,
+            )
+        f = self.embed_image(x)
+        g = self.embed_jigsaw(patches)
+        n = self.cfg.pirl_negatives
+        neg_idx = bank.sample(n, generator).to(bank.bank.device)
+        negatives = bank.bank[neg_idx]  # indexing copies: the update below cannot change them
+        positives = bank.bank[rows]
+        mask = neg_idx[None, :] != rows[:, None]
+        c = self._log_noise(f, negatives, n)
+        loss_jig = pirl_nce(g, positives, negatives, self.temperature, c, mask)
+        loss_img = pirl_nce(f, positives, negatives, self.temperature, c, mask)
+        lam = self.cfg.pirl_lambda
+        loss = lam * loss_jig + (1 - lam) * loss_img
+        bank.update(concat_all_gather(rows), concat_all_gather(f))
+        with torch.no_grad():
+            h_jig = torch.sigmoid((g.float() * positives).sum(1) / self.temperature - c).mean()
+            h_img = torch.sigmoid((f.float() * positives).sum(1) / self.temperature - c).mean()
+            values = torch.stack(
+                [loss.detach().float(), loss_jig.detach().float(), loss_img.detach().float(), h_jig, h_img]
+            ).tolist()
+        keys = ("loss", "loss_jigsaw", "loss_image", "h_pos_jigsaw", "h_pos_image")
+        out = dict(zip(keys, values, strict=True))
+        out["log_z"] = float(self.log_z) if self.cfg.pirl_normalizer == "estimate" else 0.0
+        return StepOutput(loss, out)
