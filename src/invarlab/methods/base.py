@@ -166,7 +166,6 @@ class MethodConfig:
     )
 
 
-
 @dataclass
 class StepOutput:
     """What one training step returns: a differentiable scalar and plain floats for the logger."""
