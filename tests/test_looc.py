@@ -338,3 +338,24 @@ def test_trainer_steps_move_parameters_fill_queues_and_resume_bit_identically(tm
     loaded = load_looc(tmp_path / "b")
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(loaded.representations(x).plus, resumed.method.representations(x).plus)
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def test_p3_presets_load_and_build_the_table_rows() -> None:
+    from invarlab.cli_eval import load_run_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "p3"
+    expected = {
+        "moco": (("colour",), 1),
+        "moco_rotation": (("colour", "rotation"), 1),
+        "looc_colour": (("colour",), 2),
+        "looc_colour_rotation": (("colour", "rotation"), 3),
+        "looc_colour_rotation_texture": (ALL, 4),
+    }
+    expected.update({f"looc_plus_{k[5:]}": v for k, v in expected.items() if k.startswith("looc_")})
+    assert sorted(p.stem for p in root.glob("*.yaml")) == sorted(expected)
+    for name, (augs, spaces) in expected.items():
+        cfg = load_run_config([str(root / f"{name}.yaml"), "train.method.width=0.0625"], None)
+        m = build_method(cfg.train.method)
+        assert isinstance(m, LooC) and (m.augs, m.num_spaces) == (augs, spaces), name
+        assert cfg.train.run_dir == f"runs/p3/{name}" and cfg.train.method.view_size == 32
