@@ -76,7 +76,17 @@ def build_datasets(data: DataConfig, seed: int) -> tuple[Dataset, Dataset | None
     if data.source == "world":
         return build_world_datasets(data, seed)
     size = data.image_size or 64
-    full = FolderDataset(data.root, size, data.resize or None, verify=data.verify)
+    if data.source.startswith("coco"):
+        from invarlab.data.coco import CocoBoxes, CocoImages
+
+        full = (
+            CocoImages(data.root, data.annotations, size, data.resize or None)
+            if data.source == "coco"
+            else CocoBoxes(data.root, data.annotations, size, data.min_box, data.resize or None)
+        )
+    else:
+        full = FolderDataset(data.root, size, data.resize or None, verify=data.verify)
+    full = _sampled(full, data)
     if data.monitor_root:
         return full, FolderDataset(
             data.monitor_root, size, data.resize or None, classes=full.classes, verify=data.verify
@@ -85,6 +95,30 @@ def build_datasets(data: DataConfig, seed: int) -> tuple[Dataset, Dataset | None
         return full, None
     train_idx, held_idx = split_indices(len(full), data.held_out_fraction, mix_seed(seed, "held-out"))
     return full.subset(train_idx), full.subset(held_idx)
+
+
+def _sampled(full: Any, data: DataConfig) -> Any:
+    """``full`` restricted to ``data.classes``, long-tailed by ``data.imbalance``, cut to ``data.max_images``."""
+    if not data.classes and data.imbalance == 1 and not data.max_images:
+        return full
+    from invarlab.data.sampling import sample_indices
+
+    try:
+        idx = sample_indices(
+            full.labels,
+            full.classes,
+            data.subset_seed,
+            data.classes,
+            data.imbalance,
+            data.max_images,
+            getattr(full, "class_groups", None),
+        )
+    except ValueError as err:
+        raise ConfigError(f"data.classes / data.imbalance / data.max_images: {err}") from None
+    log.info(
+        "training source: %d of %d images after class subset / long tail / max_images", len(idx), len(full)
+    )
+    return full.subset(idx)
 
 
 def _build_method(cfg: TrainConfig, num_classes: int | None) -> Any:

@@ -38,7 +38,11 @@ __all__ = [
 class DataConfig:
     """Where training images come from. A world dataset is rendered into the cache on first use."""
 
-    source: str = opt("world", "image source", choices=("world", "folder"))
+    source: str = opt(
+        "world",
+        "image source: world, folder (ImageNet-style), coco (full scenes), coco_boxes (ground-truth box crops)",
+        choices=("world", "folder", "coco", "coco_boxes"),
+    )
     world_preset: str = opt("tiny", "world: preset name (configs/world/NAME.yaml) or YAML file")
     world_dataset: str = opt("object_centric", "world: which dataset of the preset to train on")
     world_overrides: list[str] = opt(
@@ -66,6 +70,23 @@ class DataConfig:
         range=(0.0, 0.9),
     )
     num_workers: int = opt(0, "DataLoader worker processes (0 = load in the training process)", range=(0, 64))
+    # Dataset-bias studies (docs/datasets.md): applied in this order to folder / coco / coco_boxes sources.
+    annotations: str = opt("", "coco, coco_boxes: instances JSON (annotations/instances_train2017.json)")
+    min_box: int = opt(64, "coco_boxes: minimum box width and height in pixels", range=(1, None))
+    classes: list[str] = opt(
+        [], "keep only these classes: names, glob patterns or (coco) supercategories; empty = all"
+    )
+    imbalance: float = opt(
+        1.0,
+        "long tail: class c keeps n_max * imbalance^(-c/(C-1)) images, n_max = the smallest class; 1 = all",
+        range=(1.0, None),
+    )
+    max_images: int = opt(
+        0, "a random subset of this many images (equal counts across a comparison); 0 = all", range=(0, None)
+    )
+    subset_seed: int = opt(
+        0, "seed of the class-subset / long-tail / max_images choices (not the run seed)", range=(0, None)
+    )
 
 
 @dataclass
@@ -181,3 +202,7 @@ def check_train_config(cfg: TrainConfig, device_type: str) -> None:
         raise ConfigError("amp=fp16 needs a CUDA device; on a CPU use amp=bf16 (or amp=none)")
     if cfg.data.source == "folder" and not cfg.data.root:
         raise ConfigError("data.source=folder needs data.root=PATH (a folder of class sub-folders)")
+    if cfg.data.source.startswith("coco") and not (cfg.data.root and cfg.data.annotations):
+        raise ConfigError(
+            f"data.source={cfg.data.source} needs data.root=IMAGES (train2017/) and data.annotations=JSON"
+        )
