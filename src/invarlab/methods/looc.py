@@ -41,7 +41,7 @@ from invarlab.methods.base import Method, MethodConfig, StepOutput
 from invarlab.nets.heads import ProjectionHead
 from invarlab.nets.momentum import momentum_copy
 from invarlab.queue import FeatureQueue
-from invarlab.views.looc import LoocViewConfig, canonical_augs, looc_views
+from invarlab.views.looc import LoocViewConfig, LoocViews, canonical_augs, looc_views
 from invarlab.views.texture import TextureConfig
 
 __all__ = [
@@ -210,7 +210,7 @@ class LooC(Method):
         stacked = torch.stack(per_key, dim=2)  # (B, S, J, D)
         return list(stacked.unbind(dim=1))
 
-    def make_looc_views(self, images: Tensor, generator: torch.Generator | None):
+    def make_looc_views(self, images: Tensor, generator: torch.Generator | None) -> LoocViews:
         """The :class:`~invarlab.views.looc.LoocViews` ``[q, k_0..k_n]`` of uint8 ``images`` (float32)."""
         with torch.autocast(images.device.type, enabled=False):
             return looc_views(images, self.cfg.view_size, generator, self.view_spec)
