@@ -6,7 +6,9 @@ returns the views together with the parameters, which later methods reuse (LooC,
 """
 
 from invarlab.views import ops
+from invarlab.views.autoaugment import AutoAugmentParams, sample_autoaugment
 from invarlab.views.looc import LoocViewConfig, LoocViewParams, LoocViews, looc_views, sample_looc_params
+from invarlab.views.multicrop import MultiCropConfig, MultiCropViews, multicrop_views
 from invarlab.views.params import (
     ViewParams,
     sample_crop_boxes,
@@ -27,9 +29,12 @@ from invarlab.views.recipes import (
 from invarlab.views.texture import TextureConfig, TextureParams
 
 __all__ = [
+    "AutoAugmentParams",
     "LoocViewConfig",
     "LoocViewParams",
     "LoocViews",
+    "MultiCropConfig",
+    "MultiCropViews",
     "TextureConfig",
     "TextureParams",
     "ViewConfig",
@@ -40,7 +45,9 @@ __all__ = [
     "make_views",
     "mocov2_config",
     "mocov2_views",
+    "multicrop_views",
     "ops",
+    "sample_autoaugment",
     "sample_crop_boxes",
     "sample_jitter",
     "sample_looc_params",
