@@ -77,7 +77,8 @@ def class_subset_indices(
 
 def long_tail_counts(num_classes: int, n_max: int, imbalance: float) -> list[int]:
     """``n_c = ⌊n_max · imbalance^(−c / (C − 1))⌋`` for ranks ``c = 0 .. C−1`` (at least 1; a single class
-    keeps ``n_max``). ``imbalance`` = ``n_0 / n_{C−1}`` before rounding, ≥ 1."""
+    keeps ``n_max``). ``imbalance`` = ``n_0 / n_{C−1}`` before rounding, ≥ 1. The floor has a 1e-9 tolerance
+    against a product landing a hair below an integer."""
     if imbalance < 1:
         raise ValueError(f"imbalance must be >= 1 (n_max / n_min), got {imbalance}")
     if num_classes < 1 or n_max < 1:
