@@ -18,6 +18,8 @@ __all__ = [
     "info_nce_logits",
     "info_nce_per_positive",
     "multi_positive_info_nce",
+    "nn_neighbours",
+    "nn_pull",
     "nt_xent",
 ]
 
@@ -211,3 +213,46 @@ def info_nce_extra_negatives(
     l_neg = query @ negatives.to(query.dtype).T
     logits = torch.cat([l_pos, l_extra, l_neg], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
+
+
+def nn_neighbours(features: Tensor, bank: Tensor, k: int) -> Tensor:
+    """Indices ``(N, k)`` of the ``k`` rows of ``bank`` ``(K, d)`` most similar to each row of ``features``
+    ``(N, d)``, most similar first: ``TopK_n(h_i · v_n)`` (both L2-normalised, so a cosine; P2's neighbours in
+    backbone space, PAPERS.md §2.2.4). ``k`` is capped at ``K``; ``k = 0`` gives ``(N, 0)``."""
+    k = min(int(k), bank.shape[0])
+    if k <= 0:
+        return torch.zeros(features.shape[0], 0, dtype=torch.long, device=features.device)
+    with torch.autocast(features.device.type, enabled=False):
+        sim = features.float() @ bank.float().T
+    return sim.topk(k, dim=1).indices
+
+
+def nn_pull(query: Tensor, queue: Tensor, neighbours: Tensor, temperature: float) -> Tensor:
+    r"""P2's nearest-neighbour loss (PAPERS.md §2.2.4): the mean log-probability, in a softmax over the queue
+    only, of each query's neighbours (SupCon-style, found elsewhere, e.g. by :func:`nn_neighbours` in backbone
+    space).
+
+    ``query`` ``(N, D)`` and ``queue`` ``U`` ``(K, D)`` L2-normalised (head space); ``neighbours`` ``(N, k)``
+    indices into U, the set ``N_i`` of query ``i``:
+
+        log p_{i,n} = q_i·u_n/τ − log Σ_{m=1..K} exp(q_i·u_m/τ)
+        L_NN = −(1/N) Σ_i (1/k) Σ_{n ∈ N_i} log p_{i,n}
+
+    The denominator holds the queue entries only (no positive key). With the multi-crop rows ``i = (b, v)``,
+    ``N = B V``, this is the paper's ``−1/(BV) Σ_{b,v} 1/|N_{b,v}| Σ_n log p``. Logits are float32 also under
+    autocast; ``k = 0`` gives a zero that still depends on ``query``.
+    """
+    _check_temperature(temperature)
+    if query.ndim != 2 or queue.ndim != 2 or query.shape[1] != queue.shape[1]:
+        raise ValueError(
+            f"query (N, D) and queue (K, D) expected, got {tuple(query.shape)}, {tuple(queue.shape)}"
+        )
+    if neighbours.ndim != 2 or neighbours.shape[0] != query.shape[0]:
+        raise ValueError(f"neighbours must be ({query.shape[0]}, k), got {tuple(neighbours.shape)}")
+    if neighbours.shape[1] == 0 or queue.shape[0] == 0:
+        return query.sum() * 0.0
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    with torch.autocast(query.device.type, enabled=False):
+        logits = query.to(dtype) @ queue.to(dtype).T / temperature
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        return -log_prob.gather(1, neighbours.to(log_prob.device)).mean()

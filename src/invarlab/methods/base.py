@@ -70,6 +70,30 @@ class MethodConfig:
         "keep", "MoCo: key-encoder BN buffers: keep its own (official), copy or ema", choices=BUFFER_MODES
     )
     symmetric: bool = opt(False, "MoCo: also swap the views' roles and average the two losses")
+    # P2 (Revisiting; docs/multicrop.md, docs/autoaugment.md, docs/nn_positives.md). All off by default.
+    multicrop_n: int = opt(
+        0, "MoCo: small crops per image, each contrasted with the key (P2: 4)", range=(0, 64)
+    )
+    multicrop_size: int = opt(
+        0, "MoCo: side of the small crops; 0 = round(0.6 view_size) (P2: 96 beside 160)", range=(0, 4096)
+    )
+    multicrop_scale: list[float] = opt([0.05, 0.14], "MoCo: area fraction of the small crops", interval=True)
+    constrained: bool = opt(False, "MoCo: small crops overlap the key crop by >= multicrop_min_overlap")
+    multicrop_min_overlap: float = opt(
+        0.1, "MoCo: least overlap with the key, as a fraction of the small crop's area", range=(0.0, 1.0)
+    )
+    autoaugment_p: float = opt(
+        0.0,
+        "MoCo: AutoAugment instead of the colour recipe on query and small crops (P2: 0.5)",
+        range=(0.0, 1.0),
+    )
+    nn_topk: int = opt(0, "MoCo: nearest-neighbour positives per query, 0 = off (P2: 20)", range=(0, 65536))
+    nn_weight: float = opt(0.4, "MoCo: weight of the nearest-neighbour loss", range=(0.0, 100.0))
+    nn_warmup: float = opt(
+        0.0,
+        "MoCo: fraction of the steps before the NN loss starts (P2 warm-up: 5/200 = 0.025)",
+        range=(0.0, 1.0),
+    )
     shuffle_bn: bool = opt(
         True, "MoCo: shuffle the key batch across ranks, or across bn_splits in one process"
     )

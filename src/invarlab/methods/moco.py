@@ -16,6 +16,9 @@ Per step, for a batch of images:
 
 The official code does step 6 at the start of the next forward; both use θ_q after the same optimiser step,
 so the keys are identical. Defaults: τ = 0.2, K = 65536, m = 0.999, 128-d output, random-unit initial queue.
+
+P2's options (multi-crop with constrained crops, AutoAugment, nearest-neighbour positives; ``multicrop_n``,
+``autoaugment_p``, ``nn_topk``) switch the step to :func:`invarlab.methods.moco_p2.p2_step`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from invarlab.distributed import (
     world_size,
 )
 from invarlab.methods.base import Method, MethodConfig, StepOutput
+from invarlab.methods.moco_p2 import multicrop_config, p2_enabled, p2_step
 from invarlab.nets.heads import ProjectionHead
 from invarlab.nets.momentum import momentum_copy
 from invarlab.queue import FeatureQueue
@@ -84,6 +88,14 @@ class MoCo(Method):
         self.head_momentum = momentum_copy(self.head)
         self.queue = FeatureQueue(cfg.queue_size, cfg.proj_dim, with_labels=True, init=cfg.queue_init)
         self._momentum = cfg.momentum
+        self.p2 = p2_enabled(cfg)
+        if self.p2:
+            self.multicrop = multicrop_config(cfg, self.view_config)
+        if cfg.nn_topk > 0:
+            # Backbone features of the same keys, row for row beside `queue` (P2's nearest-neighbour search).
+            self.queue_backbone = FeatureQueue(cfg.queue_size, d, init=cfg.queue_init)
+            # Completed optimiser steps and the run's total, for the NN warm-up; buffers, so a resume has them.
+            self.register_buffer("nn_steps", torch.zeros(2, dtype=torch.long))
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.backbone_momentum), (self.head, self.head_momentum)]
@@ -91,24 +103,34 @@ class MoCo(Method):
     def on_after_optimizer_step(self, step: int, total_steps: int) -> None:
         self._momentum = self.momentum_at(step, total_steps)
         super().on_after_optimizer_step(step, total_steps)
+        if self.cfg.nn_topk > 0:
+            self.nn_steps.copy_(torch.tensor([step + 1, total_steps]))
 
     def encode_query(self, x: Tensor) -> Tensor:
         """``q = normalize(g_q(f_q(x)))``, with gradient."""
         return F.normalize(self.head(self.backbone(x)), dim=1)
 
     @torch.no_grad()
-    def encode_key(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``k = normalize(g_k(f_k(x)))`` with shuffling BN; rows come back in the order of ``x``."""
+    def encode_key(
+        self, x: Tensor, generator: torch.Generator | None = None, with_features: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """``k = normalize(g_k(f_k(x)))`` with shuffling BN; rows come back in the order of ``x``. With
+        ``with_features``, also the normalised backbone features ``normalize(f_k(x))``: ``(k, h)``."""
         # In one process with plain BN a permutation cannot change the statistics, so skip its two copies.
         shuffle = self.cfg.shuffle_bn and (world_size() > 1 or self.cfg.bn_splits > 1)
         if shuffle:
             x, idx_unshuffle = batch_shuffle(x, generator)
-        k = F.normalize(self.head_momentum(self.backbone_momentum(x)), dim=1)
+        h = self.backbone_momentum(x)
+        out = [F.normalize(self.head_momentum(h), dim=1)]
+        if with_features:
+            out.append(F.normalize(h.float(), dim=1))
         if shuffle:
-            k = batch_unshuffle(k, idx_unshuffle)
-        return k
+            out = [batch_unshuffle(t, idx_unshuffle) for t in out]
+        return (out[0], out[1]) if with_features else out[0]
 
     def training_step(self, images: Tensor, labels: Tensor | None, generator: torch.Generator) -> StepOutput:
+        if self.p2:
+            return p2_step(self, images, labels, generator)
         im_q, im_k = self.make_views(images, generator, 2)
         q = self.encode_query(im_q)
         k = self.encode_key(im_k, generator)
