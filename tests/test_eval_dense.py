@@ -3,18 +3,26 @@ metrics, against hand-computed values, brute-force references and independent im
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from scipy import ndimage
 from skimage.morphology import disk
 from sklearn.metrics import confusion_matrix as sk_confusion
 
+from invarlab.cli import main
+from invarlab.data.davis import DavisVideos
+from invarlab.data.voc import VOC_CLASSES
+from invarlab.eval.config import EvalConfig
+from invarlab.eval.context import EvalContext
 from invarlab.eval.dense import DenseNet, confusion_matrix, iou_per_class, miou_summary
-from invarlab.eval.features import Encoder, extract
+from invarlab.eval.dense_suite import DENSE_EVALUATORS
+from invarlab.eval.features import Encoder, encoder_from_checkpoint, extract
 from invarlab.eval.propagation import (
     boundary_measure,
     context_frames,
@@ -35,7 +43,7 @@ from invarlab.eval.retrieval import (
     segment_retrieval,
 )
 from invarlab.eval.seg_probe import cell_labels, seg_probe
-from invarlab.nets import build_backbone
+from invarlab.nets import build_backbone, make_checkpoint
 
 
 def _square(h, w, y0, y1, x0, x1):
@@ -341,3 +349,150 @@ def test_seg_probe_separates_a_synthetic_fixture():
     # a probe on pure noise does not separate them
     noise = [(torch.randn(12, 6, 6, generator=g), c) for _, c in val]
     assert seg_probe(noise[:5], noise[5:], ["a", "b", "c"])["miou"] < 50
+
+
+# ------------------------------------------------------------------------------- CLI on a tiny world run
+WORLD = """
+world:
+  instances_per_category: 2
+  render: {{resolution: 16, supersample: 1, compile: false, batch_size: 64}}
+cache_dir: {cache}
+datasets:
+  scenes: {{kind: scene_centric, num_images: 24, split: all, seed: 6}}
+  clips: {{kind: clips, num_images: 12, clip_length: 4, split: all, seed: 7}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("dense")
+    (root / "world.yaml").write_text(WORLD.format(cache=root / "cache"))
+    run_dir = root / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(3)
+    backbone = build_backbone("resnet18", stem="cifar", width=0.125)
+    torch.save(make_checkpoint(backbone), run_dir / "checkpoints" / "step_00000010.pt")
+    (run_dir / "config.yaml").write_text("method:\n  view_size: 16\n")
+    return run_dir, str(root / "world.yaml")
+
+
+def _cli(*args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", *map(str, args)])
+    return exit_info.value.code
+
+
+def test_cli_dense_evaluations_on_the_world(tiny_run, capsys):
+    run_dir, world = tiny_run
+    common = [f"world_preset={world}", "device=cpu", "dense.seg_probe.max_iter=50"]
+    for command in ("segment-retrieval", "label-propagation", "seg-probe"):
+        assert _cli(command, run_dir, *common) in (0, None), capsys.readouterr().err
+    results = json.loads((run_dir / "results.json").read_text())
+    for name in ("segment_retrieval", "label_propagation", "seg_probe"):
+        assert set(results[name]) == {"model", "random"}, name
+        assert results["_meta"][name]["dataset"] == "world"
+    r = results["segment_retrieval"]["model"]
+    assert 0 <= r["miou"] <= 100 and r["bank_size"] > 0 and r["val_images"] == 12
+    p = results["label_propagation"]["model"]
+    assert 0 <= p["J&F-Mean"] <= 100 and p["videos"] == 3 and p["objects"] > 0
+    assert results["_meta"]["label_propagation"]["topk"] == 10
+    s = results["seg_probe"]["model"]
+    assert 0 <= s["miou"] <= 100 and s["train_pixels"] == 12 * 8 * 8  # every cell of 12 maps of 8 x 8
+
+
+def test_world_propagation_equals_the_function_on_the_clips(tiny_run):
+    run_dir, world = tiny_run
+    cfg = EvalConfig(world_preset=world, device="cpu", representations=["model"])
+    ctx = EvalContext(run_dir, cfg)
+    values = DENSE_EVALUATORS["label_propagation"](ctx, "model")
+    net = DenseNet(encoder_from_checkpoint(run_dir), "layer3", "stride", 16)
+    ds = ctx.dataset("clips")
+    clip = np.asarray(ds.meta["clip"])
+    videos = []
+    for c in np.unique(clip):
+        pos = np.nonzero(clip == c)[0]  # frames are stored in order
+        masks = torch.from_numpy(np.asarray(ds.rendered.instance_mask[pos], dtype=np.int64))
+        frames = torch.stack([ds[int(i)][0] for i in pos])
+        videos.append(
+            (f"clip_{c:04d}", net(frames), masks.masked_fill(masks == 255, 0), torch.ones(4, dtype=bool))
+        )
+    expect = evaluate_videos(videos)
+    assert values.pop("per_video") == pytest.approx(expect.pop("per_video"))
+    assert values == pytest.approx(expect)
+
+
+def _write_voc_and_davis(root):
+    """A 4-image VOC2012 (train = val) and a 2-video DAVIS in their layouts: blocky objects, noisy images."""
+    from invarlab.data.voc import voc_palette
+
+    def png(path, mask):
+        im = Image.fromarray(mask.astype(np.uint8), mode="P")
+        im.putpalette(voc_palette().ravel().tolist())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        im.save(path)
+
+    rng = np.random.default_rng(0)
+    voc = root / "VOCdevkit" / "VOC2012"
+    for k in range(4):
+        cls = np.zeros((24, 24), np.uint8)
+        cls[4:16, 4:16] = (1, 15)[k % 2]
+        image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        image[cls > 0] = (200, 30, 30) if k % 2 == 0 else (30, 30, 200)
+        (voc / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(voc / "JPEGImages" / f"{k}.jpg")
+        png(voc / "SegmentationClass" / f"{k}.png", cls)
+        png(voc / "SegmentationObject" / f"{k}.png", (cls > 0).astype(np.uint8))
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for split in ("train", "val"):
+        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("0\n1\n2\n3\n")
+    davis = root / "DAVIS"
+    for v in ("a", "b"):
+        image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        mask = np.zeros((24, 32), np.uint8)
+        mask[:, 8:16], mask[:, 24:32] = 1, 2
+        for t in range(5):  # a static video
+            (davis / "JPEGImages" / "480p" / v).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(davis / "JPEGImages" / "480p" / v / f"{t:05d}.jpg", quality=100)
+            png(davis / "Annotations" / "480p" / v / f"{t:05d}.png", mask)
+    (davis / "ImageSets" / "2017").mkdir(parents=True)
+    (davis / "ImageSets" / "2017" / "val.txt").write_text("a\nb\n")
+
+
+def test_cli_dense_evaluations_on_voc_and_davis(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    _write_voc_and_davis(tmp_path)
+    common = ["representations=[model]", "device=cpu", "dense.voc_size=16", "dense.seg_probe.max_iter=50"]
+    assert _cli("segment-retrieval", run_dir, *common, "--dataset", "voc", "--root", tmp_path) in (0, None)
+    assert _cli("seg-probe", run_dir, *common, "--dataset", "voc", "--root", tmp_path) in (0, None)
+    assert _cli(
+        "label-propagation", run_dir, *common, "--dataset", "davis", "--root", tmp_path / "DAVIS"
+    ) in (
+        0,
+        None,
+    )
+    capsys.readouterr()
+    results = json.loads((run_dir / "results.json").read_text())
+    r = results["segment_retrieval_voc"]["model"]
+    assert r["bank_size"] == 4 and r["val_images"] == 4 and "miou_7cls" in r
+    # val = train, so every query finds itself: each object gets its own class, the mask is the ground truth
+    assert r["miou"] == pytest.approx(100.0) and set(r["iou"]) == {"background", *VOC_CLASSES}
+    assert 0 <= results["seg_probe_voc"]["model"]["miou"] <= 100
+    d = results["label_propagation_davis"]["model"]
+    assert d["videos"] == 2 and d["objects"] == 4
+    net = DenseNet(encoder_from_checkpoint(run_dir), "layer3", "stride")
+    videos = [(v.name, net(v.frames), v.masks, v.annotated) for v in DavisVideos(tmp_path, "val")]
+    expect = evaluate_videos(videos)
+    assert d.pop("per_video") == pytest.approx(expect.pop("per_video")) and d == pytest.approx(expect)
+    assert results["_meta"]["label_propagation_davis"]["root"] == str(tmp_path / "DAVIS")
+    # wrong combinations fail in one line
+    for args, message in (
+        (("segment-retrieval", run_dir, "--dataset", "davis", "--root", tmp_path), "runs on world or voc"),
+        (("label-propagation", run_dir, "--dataset", "voc", "--root", tmp_path), "runs on world or davis"),
+        (("seg-probe", run_dir, "--dataset", "voc"), "needs --root"),
+        (("seg-probe", run_dir, "--dataset", "coco"), "dense.dataset"),
+        (("segment-retrieval", run_dir, "--dataset", "voc", "--root", tmp_path / "nope"), "does not exist"),
+    ):
+        assert _cli(*args) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

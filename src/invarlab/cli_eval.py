@@ -138,6 +138,41 @@ for _name in _EVALUATIONS:
     else:
         _make_command(_name)
 
+_DENSE_HELP = {
+    "segment_retrieval": "semantic segment retrieval: mask prototypes, 1-NN bank, mIoU (PAPERS.md §2.4.3)",
+    "label_propagation": "video instance segmentation by label propagation, DAVIS J&F (PAPERS.md §2.4.4)",
+    "seg_probe": "per-pixel linear probe on frozen dense features, mIoU",
+}
+_DENSE_DATASET = typer.Option(
+    None, "--dataset", help="world (default), voc (segment-retrieval, seg-probe) or davis (label-propagation)"
+)
+_DENSE_ROOT = typer.Option(None, "--root", help="the VOC or DAVIS folder (layouts: docs/eval_dense.md)")
+
+
+def _make_dense_command(name: str) -> None:
+    def command(
+        run: Path = _RUN,
+        overrides: list[str] | None = _OVERRIDES,
+        config: str | None = _CONFIG,
+        checkpoint: Path | None = _CHECKPOINT,
+        arch: str | None = _ARCH,
+        dataset: str | None = _DENSE_DATASET,
+        root: Path | None = _DENSE_ROOT,
+    ) -> None:
+        extra = [f"dense.dataset={dataset}"] if dataset else []
+        extra += [f"dense.root={root}"] if root is not None else []
+        _evaluate([name], run, [*(overrides or []), *extra], config, checkpoint, arch)
+
+    command.__doc__ = (
+        f"{_DENSE_HELP[name][0].upper()}{_DENSE_HELP[name][1:]}; results.json: {name} (world) or "
+        f"{name}_<dataset>."
+    )
+    eval_app.command(name.replace("_", "-"))(command)
+
+
+for _name in _DENSE_HELP:
+    _make_dense_command(_name)
+
 
 @eval_app.command("all")
 def all_command(

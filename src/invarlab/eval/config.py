@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from invarlab.config import opt
+from invarlab.eval.dense_config import DENSE_EVALUATIONS, DenseEvalConfig
 from invarlab.eval.real_config import RealSetsConfig
 
-__all__ = ["EVALUATIONS", "INVARIANCE_FACTORS", "PROBE_FACTORS", "EvalConfig"]
+__all__ = ["DENSE_EVALUATIONS", "EVALUATIONS", "INVARIANCE_FACTORS", "PROBE_FACTORS", "EvalConfig"]
 
 EVALUATIONS = ("knn", "linear", "fewshot", "invariance", "factor_probes", "corruptions", "svm", "retrieval")
 INVARIANCE_FACTORS = (
@@ -77,7 +78,9 @@ class EvalConfig:
     probes: str = opt("probes", "dataset whose factors the factor probes decode")
     multilabel: str = opt("scenes", "scene dataset for the VOC07-style multi-label SVM (categories present)")
     evaluations: list[str] = opt(
-        list(EVALUATIONS), f"which evaluations 'invarlab eval all' runs: {', '.join(EVALUATIONS)}"
+        list(EVALUATIONS),
+        f"which evaluations 'invarlab eval all' runs: {', '.join(EVALUATIONS)}; "
+        f"the dense ones ({', '.join(DENSE_EVALUATIONS)}) only when listed",
     )
     representations: list[str] = opt(
         ["model", "random"], "model (the run's backbone) and/or random (the floor)"
@@ -95,3 +98,5 @@ class EvalConfig:
     retrieval_queries: int = opt(8, "query rows of the nearest-neighbour retrieval grid", range=(1, 64))
     retrieval_neighbours: int = opt(8, "neighbours shown per query", range=(1, 32))
     real_sets: RealSetsConfig = field(default_factory=RealSetsConfig)  # invarlab eval invariance --dataset
+    # segment-retrieval, label-propagation, seg-probe (--dataset world|voc|davis)
+    dense: DenseEvalConfig = field(default_factory=DenseEvalConfig)

@@ -7,7 +7,9 @@ that :func:`run_evaluations` records in ``results.json`` (section = the evaluati
 * ``factor_probes``: linear decoding of each world factor from the features (instance-grouped splits);
 * ``corruptions``: kNN accuracy on corrupted test images, 5 severities per corruption;
 * ``svm``: VOC07-style multi-label linear SVMs on scene images (categories present);
-* ``retrieval``: precision of the nearest neighbours and the query / neighbours grid (``figures/retrieval.png``).
+* ``retrieval``: precision of the nearest neighbours and the query / neighbours grid (``figures/retrieval.png``);
+* ``segment_retrieval`` / ``label_propagation`` / ``seg_probe``: dense features without finetuning, on the
+  world or on VOC / DAVIS (:mod:`invarlab.eval.dense_suite`; run only when listed).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import numpy as np
 import torch
 
 from invarlab.errors import ConfigError
-from invarlab.eval.config import EVALUATIONS, PROBE_FACTORS
+from invarlab.eval.config import DENSE_EVALUATIONS, EVALUATIONS, PROBE_FACTORS
 from invarlab.eval.context import EvalContext
+from invarlab.eval.dense_suite import DENSE_EVALUATORS, dense_meta, result_key
 from invarlab.results import record_result
 
 __all__ = ["EVALUATORS", "run_evaluations"]
@@ -215,8 +218,9 @@ EVALUATORS: dict[str, Callable[[EvalContext, str], dict[str, Any]]] = {
     "corruptions": corruptions,
     "svm": svm,
     "retrieval": retrieval,
+    **DENSE_EVALUATORS,
 }
-assert set(EVALUATORS) == set(EVALUATIONS)
+assert set(EVALUATORS) == set(EVALUATIONS) | set(DENSE_EVALUATIONS)
 
 
 def run_evaluations(ctx: EvalContext, evaluations: Sequence[str] | None = None) -> dict[str, Any]:
@@ -225,13 +229,14 @@ def run_evaluations(ctx: EvalContext, evaluations: Sequence[str] | None = None) 
     names = list(evaluations or ctx.cfg.evaluations)
     unknown = [n for n in names if n not in EVALUATORS]
     if unknown:
-        raise ConfigError(f"unknown evaluation(s) {unknown}: use any of {', '.join(EVALUATIONS)}")
+        raise ConfigError(f"unknown evaluation(s) {unknown}: use any of {', '.join(EVALUATORS)}")
     results: dict[str, Any] = {}
     for name in names:
         for rep in ctx.cfg.representations:
             start = time.perf_counter()
             values = EVALUATORS[name](ctx, rep)
-            results = record_result(ctx.run_dir, name, rep, values, meta=_meta(ctx, name))
+            key = result_key(ctx, name) if name in DENSE_EVALUATIONS else name
+            results = record_result(ctx.run_dir, key, rep, values, meta=_meta(ctx, name))
             log.info("%s / %s: %s (%.1f s)", name, rep, _headline(values), time.perf_counter() - start)
     return results
 
@@ -258,6 +263,8 @@ def _numeric(values: Any) -> bool:
 
 def _meta(ctx: EvalContext, name: str) -> dict[str, Any]:
     c = ctx.cfg
+    if name in DENSE_EVALUATIONS:
+        return dense_meta(ctx, name)
     base = {"world_preset": c.world_preset, "image_size": ctx.image_size}
     if name in ("knn", "linear", "fewshot", "retrieval", "corruptions"):
         base.update(train=c.classify_train, test=c.classify_test)
