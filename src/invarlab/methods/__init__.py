@@ -16,16 +16,19 @@ from invarlab.methods.moco import MoCo, moco_logits, moco_loss
 from invarlab.methods.pirl import PIRL
 from invarlab.methods.simclr import SimCLR
 from invarlab.methods.supervised import Supervised
+from invarlab.methods.temporal import FrameTemporal, RegionTracker
 
 __all__ = [
     "METHODS",
     "PIRL",
     "VIEW_RECIPES",
+    "FrameTemporal",
     "LooC",
     "LoocRepresentations",
     "Method",
     "MethodConfig",
     "MoCo",
+    "RegionTracker",
     "SimCLR",
     "StepOutput",
     "Supervised",
@@ -43,7 +46,7 @@ MethodFactory = Callable[[MethodConfig, "int | None"], Method]
 # name -> factory(cfg, num_classes). Names are matched lower-case with '-' and '_' removed.
 METHODS: dict[str, MethodFactory] = {"moco": MoCo, "simclr": SimCLR, "supervised": Supervised, "looc": LooC}
 _ALIASES = {"mocov2": "moco"}
-METHODS["pirl"] = PIRL
+METHODS.update(pirl=PIRL, frametemporal=FrameTemporal, regiontracker=RegionTracker)
 
 
 def _key(name: str) -> str:

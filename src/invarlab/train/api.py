@@ -75,6 +75,10 @@ def build_datasets(data: DataConfig, seed: int) -> tuple[Dataset, Dataset | None
     """``(train_set, monitor_set)`` of a data config; the monitor set is None when nothing is held out."""
     if data.source == "world":
         return build_world_datasets(data, seed)
+    if data.source == "video":  # unlabelled frames: no kNN monitor (evaluate with invarlab eval)
+        from invarlab.data.video import VideoFrames, open_videos
+
+        return VideoFrames(open_videos(data.root), data.image_size or 64, data.resize or None), None
     size = data.image_size or 64
     if data.source.startswith("coco"):
         from invarlab.data.coco import CocoBoxes, CocoImages

@@ -40,8 +40,9 @@ class DataConfig:
 
     source: str = opt(
         "world",
-        "image source: world, folder (ImageNet-style), coco (full scenes), coco_boxes (ground-truth box crops)",
-        choices=("world", "folder", "coco", "coco_boxes"),
+        "image source: world, folder (ImageNet-style), coco (full scenes), coco_boxes (ground-truth box crops), "
+        "video (frame folders / video files, docs/video.md)",
+        choices=("world", "folder", "coco", "coco_boxes", "video"),
     )
     world_preset: str = opt("tiny", "world: preset name (configs/world/NAME.yaml) or YAML file")
     world_dataset: str = opt("object_centric", "world: which dataset of the preset to train on")
@@ -55,7 +56,11 @@ class DataConfig:
     label: str = opt(
         "auto", "world: metadata column used as the label; auto = crop_category, else category_0"
     )
-    root: str = opt("", "folder: root holding one sub-folder of images per class (ImageNet train layout)")
+    root: str = opt(
+        "",
+        "folder: root holding one sub-folder of images per class (ImageNet train layout); video: one "
+        "sub-folder of frames or one video file per video",
+    )
     monitor_root: str = opt(
         "", "folder: held-out folder with the same class names (e.g. ImageNet val); empty: split one off"
     )
@@ -202,6 +207,8 @@ def check_train_config(cfg: TrainConfig, device_type: str) -> None:
         raise ConfigError("amp=fp16 needs a CUDA device; on a CPU use amp=bf16 (or amp=none)")
     if cfg.data.source == "folder" and not cfg.data.root:
         raise ConfigError("data.source=folder needs data.root=PATH (a folder of class sub-folders)")
+    if cfg.data.source == "video" and not cfg.data.root:
+        raise ConfigError("data.source=video needs data.root=PATH (a folder of frame folders or video files)")
     if cfg.data.source.startswith("coco") and not (cfg.data.root and cfg.data.annotations):
         raise ConfigError(
             f"data.source={cfg.data.source} needs data.root=IMAGES (train2017/) and data.annotations=JSON"
