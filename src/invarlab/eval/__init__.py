@@ -25,6 +25,12 @@ _EXPORTS = {
     "factor_probe": ".invariance",
     "light_direction_bins": ".invariance",
     "ris": ".invariance",
+    "segment_retrieval": ".retrieval",
+    "label_propagation": ".propagation",
+    "evaluate_videos": ".propagation",
+    "region_similarity": ".propagation",
+    "boundary_measure": ".propagation",
+    "DenseNet": ".dense",
 }
 __all__ = sorted(_EXPORTS)
 
