@@ -83,61 +83,57 @@ def _nn_active(method: MoCo) -> bool:
 
 def p2_step(method: MoCo, images: Tensor, labels: Tensor | None, generator: torch.Generator) -> StepOutput:
     """One training step of MoCo with P2's options (see the module docstring)."""
+    from invarlab.methods.moco import moco_loss  # here: moco.py imports this module
+
     cfg = method.cfg
     with torch.autocast(images.device.type, enabled=False):  # float32 views under any autocast
         views = multicrop_views(images, method.multicrop, generator)
-    feats, n_per_group = [], []
-    for _, idx in views.queries_by_size():  # one backbone forward per crop side
-        feats.append(method.backbone(torch.cat([views.crops[i] for i in idx])))
-        n_per_group.append(len(idx))
-    h = torch.cat(feats)  # (V B, d): crop-major, B rows per query crop
+    # One backbone forward per crop side, then one head forward: rows are crop-major, B per query crop.
+    h = torch.cat(
+        [method.backbone(torch.cat([views.crops[i] for i in idx])) for _, idx in views.queries_by_size()]
+    )
     q = F.normalize(method.head(h), dim=1)
     k, h_key = method.encode_key(views.key, generator, with_features=True)
-    n_queries = sum(n_per_group)
+    n_queries = len(views.query_indices)
     negatives = method.queue.features.clone()  # enqueue() below writes in place
-    # The mean over V B rows is the mean over the V crops of each crop's MoCo loss (every crop has B rows).
-    from invarlab.methods.moco import moco_loss
-
+    # The mean over the V B rows is the mean over the V crops of each crop's MoCo loss against the one key.
     loss_moco, logits = moco_loss(q, k.repeat(n_queries, 1), negatives, method.temperature)
     loss = loss_moco
-    extra: dict[str, float] = {"loss_moco": float(loss_moco.detach())}
+    extra: dict[str, Tensor] = {"loss_moco": loss_moco.detach()}
     if cfg.nn_topk > 0:
-        bank = method.queue_backbone.features
-        topk = min(cfg.nn_topk, bank.shape[0])
+        bank = method.queue_backbone.features  # both queues as they are before this step's enqueue
         active = _nn_active(method)
-        with torch.no_grad():
-            neighbours = nn_neighbours(F.normalize(h.detach().float(), dim=1), bank, topk)
-        if active:
+        neighbours = nn_neighbours(F.normalize(h.detach().float(), dim=1), bank, cfg.nn_topk)
+        with torch.set_grad_enabled(active and torch.is_grad_enabled()):  # logged also during the warm-up
             loss_nn = nn_pull(q, negatives, neighbours, method.temperature)
-        else:
-            with torch.no_grad():
-                loss_nn = nn_pull(q, negatives, neighbours, method.temperature)
         if active:
             loss = loss + cfg.nn_weight * loss_nn
-        extra["loss_nn"] = float(loss_nn.detach())
-        extra["nn_active"] = float(active)
-        if labels is not None and topk > 0:
-            agree = _label_agreement(labels.repeat(n_queries), method.queue.feature_labels, neighbours)
-            if agree is not None:
-                extra["nn_label_agree"] = agree
+        extra["loss_nn"] = loss_nn.detach()
+        extra["nn_active"] = torch.tensor(float(active))
+        if labels is not None and neighbours.shape[1] > 0:
+            agree, known = _label_agreement(labels.repeat(n_queries), method.queue.feature_labels, neighbours)
+            extra["nn_label_agree"], extra["_known"] = agree, known
     if views.constrained.numel():
-        extra["crop_fallback"] = float(1.0 - views.constrained.float().mean())
+        extra["crop_fallback"] = 1.0 - views.constrained.float().mean()
     gathered_labels = concat_all_gather(labels.to(k.device)) if labels is not None else None
     method.queue.enqueue(concat_all_gather(k), gathered_labels)
     if cfg.nn_topk > 0:
         method.queue_backbone.enqueue(concat_all_gather(h_key))
     metrics = method._metrics(loss, logits)
-    metrics.update(extra)
+    # One transfer for the extra metrics too (a host synchronisation each would stall an accelerator).
+    values = dict(zip(extra, torch.stack([v.float().cpu() for v in extra.values()]).tolist(), strict=True))
+    if not values.pop("_known", 1.0):
+        values.pop("nn_label_agree")  # no query of the batch has a label
+    metrics.update(values)
     return StepOutput(loss, metrics)
 
 
 @torch.no_grad()
-def _label_agreement(query_labels: Tensor, queue_labels: Tensor, neighbours: Tensor) -> float | None:
-    """Fraction of neighbours whose stored label equals their query's, over queries with a known label
-    (``>= 0``); neighbours with an unknown label (−1, e.g. random initial rows) count as disagreeing. None when
-    no query has a label."""
-    known = query_labels.to(neighbours.device) >= 0
-    if not bool(known.any()):
-        return None
-    same = queue_labels.to(neighbours.device)[neighbours] == query_labels.to(neighbours.device)[:, None]
-    return float(same[known].float().mean())
+def _label_agreement(query_labels: Tensor, queue_labels: Tensor, neighbours: Tensor) -> tuple[Tensor, Tensor]:
+    """Fraction of neighbours whose stored label equals their query's, over the queries with a known label
+    (``>= 0``), and the number of such queries; neighbours with an unknown label (−1, e.g. random initial
+    rows) count as disagreeing."""
+    query_labels = query_labels.to(neighbours.device)
+    known = (query_labels >= 0).float()
+    same = (queue_labels.to(neighbours.device)[neighbours] == query_labels[:, None]).float().mean(dim=1)
+    return (same * known).sum() / known.sum().clamp(min=1.0), known.sum()
