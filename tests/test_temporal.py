@@ -128,3 +128,30 @@ def test_moco_baseline_on_the_same_frames(tmp_path) -> None:
     assert isinstance(method, MoCo) and not isinstance(method, FrameTemporal)
     trainer, _ = _fit(method, frames, tmp_path / "run")
     assert trainer.train_set is frames  # independent images: no pairs
+
+
+P1_PRESETS = [
+    "supervised",
+    "moco_v2",
+    "pirl",
+    "moco_v2_frames",
+    "frame_temporal",
+    "region_tracker_gt",
+    "region_tracker_unsup",
+]
+
+
+@pytest.mark.parametrize("name", P1_PRESETS)
+def test_p1_presets_load_and_build(name) -> None:
+    """Every configs/p1 preset validates and builds its method; the video presets share data and budget with
+    their baseline, the image presets with each other (only the method section differs)."""
+    from invarlab.cli_eval import load_run_config
+
+    cfg = load_run_config([f"configs/p1/{name}.yaml"], None)
+    video = name in ("moco_v2_frames", "frame_temporal", "region_tracker_gt", "region_tracker_unsup")
+    base = load_run_config(["configs/p1/moco_v2_frames.yaml" if video else "configs/p1/moco_v2.yaml"], None)
+    assert cfg.train.data == base.train.data and cfg.train.optim.weight_decay == base.train.optim.weight_decay
+    assert (cfg.train.steps, cfg.train.batch_size) == (base.train.steps, base.train.batch_size) == (600, 64)
+    assert cfg.train.data.world_dataset == ("clips" if video else "train")
+    torch.manual_seed(0)
+    build_method(cfg.train.method, num_classes=10)
