@@ -57,6 +57,16 @@ KNN = {"model": {"top1": 63.75, "top5": 91.25}, "random": {"top1": 21.5, "top5":
 LINEAR = {"model": {"top1": 68.5, "top5": 93.0, "weight_decay": 0.0001, "val_top1": {"0.0001": 60.0}}}
 FEWSHOT = {"model": {"5way_5shot": {"mean": 71.25, "ci95": 0.75}, "5way_1shot": {"mean": 50.5, "ci95": 1.25}}}
 SVM = {"model": {"map": 57.25, "per_class": {"mug": 60.5, "car": 54.0}}}
+# One entry per real invariance dataset and dense evaluation, so that every section of the page is filled
+# (tests/test_report_sections.py checks those sections' numbers).
+REAL_DENSE = {
+    "invariance_got10k": {"occlusion": {"top10": 88.5, "top25": 71.25}},
+    "invariance_aloi": {"viewpoint": {"top10": 58.0, "top25": 45.5}},
+    "invariance_pascal3d": {"instance": {"top10": 40.0, "top25": 35.0}},
+    "segment_retrieval": {"miou": 33.5},
+    "label_propagation": {"J&F-Mean": 60.5, "J-Mean": 58.0, "F-Mean": 63.0},
+    "seg_probe": {"miou": 41.0},
+}
 CORRUPTIONS = {
     "model": {
         "clean": 0.875,
@@ -107,7 +117,9 @@ def make_run(path: Path, *, results: bool = True, lr: float = 0.1, config_extra:
         ):
             for rep, values in reps.items():
                 record_result(path, evaluation, rep, values, meta={"dataset": "world", "k": 200})
-        record_result(path, "segment_retrieval", "model", {"miou": 33.25, "per_k": {"1": 30.5}})
+        for evaluation, values in REAL_DENSE.items():
+            record_result(path, evaluation, "model", values)
+        record_result(path, "my_eval", "model", {"miou": 33.25, "per_k": {"1": 30.5}})
         retrieval = {"precision_at_5": 70.25, "precision_at_1": 80.5, "figure": "figures/retrieval.png"}
         record_result(path, "retrieval", "model", retrieval, meta={"neighbours": 5})
         (path / "figures").mkdir()
@@ -222,7 +234,9 @@ def test_report_is_written_into_the_run_and_has_every_section(stored):
         "eval-fewshot": "Few-shot classification",
         "eval-svm": "Linear SVM",
         "eval-corruptions": "Corruption robustness",
-        "eval-segment_retrieval": "Other: segment_retrieval",
+        "eval-invariance_real": "Invariance on real data (Top-K RIS)",
+        "eval-dense": "Dense evaluations",
+        "eval-my_eval": "Other: my_eval",
         "retrieval": "Nearest-neighbour retrieval",
         "figures": "Other figures",
     }
@@ -266,7 +280,7 @@ def test_downstream_tables_hold_the_stored_numbers(stored):
     # Per corruption: mean over severities, from both stored forms (a list, or {"accuracy": [...]}).
     assert page.row("eval-corruptions", "fog", table=1) == ["0.600"]
     assert page.row("eval-corruptions", "gaussian_noise", table=1) == ["0.700"]
-    assert page.row("eval-segment_retrieval", "model") == ["33.25", "30.50"]
+    assert page.row("eval-my_eval", "model") == ["33.25", "30.50"]
     # Retrieval precision with the grid, not as an "Other" evaluation; the figure's file name is not a column.
     assert page.sections["retrieval"]["tables"][0][0] == [
         "representation",

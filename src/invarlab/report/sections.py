@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from invarlab.report import markup, plots
+from invarlab.report import combined, markup, plots
 from invarlab.report import tables as tb
 from invarlab.report.run import RunData, flatten, is_finite, number
 
@@ -35,6 +35,12 @@ EVALUATIONS = (
         "all-or-none). The random floor is the same architecture at initialisation.",
     ),
     (
+        combined.REAL,
+        "Invariance on real data (Top-K RIS)",
+        "The same score on P1's real sets (PAPERS.md §1.4): occlusion on GOT-10k, viewpoint and illumination "
+        "on ALOI, instance and instance+viewpoint on Pascal3D+ (invarlab eval invariance --dataset).",
+    ),
+    (
         "factor_probes",
         "Factor probes",
         "Linear-probe accuracy at decoding each factor of variation from the features (higher = the factor is "
@@ -53,6 +59,12 @@ EVALUATIONS = (
         "Corruption robustness",
         "Accuracy on clean images and under each corruption at severities 1-5.",
     ),
+    (
+        combined.DENSE,
+        "Dense evaluations",
+        "Frozen dense features without finetuning: segment retrieval and the segmentation probe (mIoU, %), "
+        "label propagation (DAVIS J&F, J = region IoU, F = boundary F-measure, %); world, VOC or DAVIS.",
+    ),
 )
 # "retrieval" is shown with its grid (figure_sections), not as an "Other" evaluation.
 KNOWN = {key for key, _, _ in EVALUATIONS} | {"retrieval"}
@@ -65,8 +77,9 @@ def command(*words: str | Path) -> str:
 
 def eval_command(evaluation: str, run_paths: Sequence[Path]) -> str:
     """The command that fills ``results.json[evaluation]``: ``invarlab eval`` names its sub-commands with
-    hyphens (``factor_probes`` -> ``factor-probes``)."""
-    return "; ".join(command("invarlab", "eval", evaluation.replace("_", "-"), p) for p in run_paths)
+    hyphens (``factor_probes`` -> ``factor-probes``); a real dataset is an option
+    (``segment_retrieval_voc`` -> ``invarlab eval segment-retrieval RUN --dataset voc --root PATH``)."""
+    return "; ".join(combined.eval_commands(evaluation, run_paths))
 
 
 def _settings(metas: dict[str, Any]) -> str:
@@ -126,11 +139,14 @@ def evaluation_sections(
     the row labels.
     """
     out, nav = [], []
-    others = [(e, f"Other: {e}", "") for e in evaluations if e not in KNOWN]
+    others = [(e, f"Other: {e}", "") for e in evaluations if e not in KNOWN and not combined.split_key(e)]
     for key, title, about in (*EVALUATIONS, *others):
         anchor = f"eval-{key}"
         rows = rows_of(key)
-        if rows:
+        if key in combined.SECTIONS:  # drawn from several results.json keys
+            body = [f'<p class="sub">{markup.esc(about)}</p>']
+            body += combined.body(key, evaluations, rows_of, metas, run_paths, corner, _settings)
+        elif rows:
             body = [f'<p class="sub">{markup.esc(about)}</p>' if about else ""]
             body += [_settings(metas.get(key, {})), *_body(key, rows, corner)]
         else:
