@@ -174,6 +174,33 @@ for _name in _DENSE_HELP:
     _make_dense_command(_name)
 
 
+_LOOC_HELP = {
+    "sensitivity": "P3's augmentation-sensitivity probes: rotation, colour, light colour, texture (linear)",
+    "finegrained": "fine-grained classification: linear, kNN, k-shot; world instances, CUB or Flowers-102",
+}
+_HELP.update(_LOOC_HELP)
+_make_command("sensitivity")
+_FG_DATASET = typer.Option(None, "--dataset", help="world (default), cub or flowers")
+_FG_ROOT = typer.Option(None, "--root", help="the CUB_200_2011 or Flowers-102 folder (docs/eval_looc.md)")
+
+
+@eval_app.command("finegrained")
+def finegrained_command(
+    run: Path = _RUN,
+    overrides: list[str] | None = _OVERRIDES,
+    config: str | None = _CONFIG,
+    checkpoint: Path | None = _CHECKPOINT,
+    arch: str | None = _ARCH,
+    dataset: str | None = _FG_DATASET,
+    root: Path | None = _FG_ROOT,
+) -> None:
+    """Fine-grained classification (PAPERS.md §3.8): linear probe, kNN and all-way 5- / 10-shot on the world's
+    instances, or with --dataset cub|flowers --root PATH (results.json: finegrained or finegrained_<dataset>)."""
+    extra = [f"finegrained.dataset={dataset}"] if dataset else []
+    extra += [f"finegrained.root={root}"] if root is not None else []
+    _evaluate(["finegrained"], run, [*(overrides or []), *extra], config, checkpoint, arch)
+
+
 @eval_app.command("all")
 def all_command(
     run: Path = _RUN,

@@ -7,9 +7,22 @@ from dataclasses import dataclass, field
 
 from invarlab.config import opt
 from invarlab.eval.dense_config import DENSE_EVALUATIONS, DenseEvalConfig
+from invarlab.eval.looc_config import (
+    LOOC_EVALUATIONS,
+    FinegrainedConfig,
+    LoocEvalConfig,
+    SensitivityConfig,
+)
 from invarlab.eval.real_config import RealSetsConfig
 
-__all__ = ["DENSE_EVALUATIONS", "EVALUATIONS", "INVARIANCE_FACTORS", "PROBE_FACTORS", "EvalConfig"]
+__all__ = [
+    "DENSE_EVALUATIONS",
+    "EVALUATIONS",
+    "INVARIANCE_FACTORS",
+    "LOOC_EVALUATIONS",
+    "PROBE_FACTORS",
+    "EvalConfig",
+]
 
 EVALUATIONS = ("knn", "linear", "fewshot", "invariance", "factor_probes", "corruptions", "svm", "retrieval")
 INVARIANCE_FACTORS = (
@@ -80,10 +93,12 @@ class EvalConfig:
     evaluations: list[str] = opt(
         list(EVALUATIONS),
         f"which evaluations 'invarlab eval all' runs: {', '.join(EVALUATIONS)}; "
-        f"the dense ones ({', '.join(DENSE_EVALUATIONS)}) only when listed",
+        f"the dense ones ({', '.join(DENSE_EVALUATIONS)}) and P3's ({', '.join(LOOC_EVALUATIONS)}) only when "
+        "listed",
     )
     representations: list[str] = opt(
-        ["model", "random"], "model (the run's backbone) and/or random (the floor)"
+        ["model", "random"],
+        "model (the run's backbone) and/or random (the floor); for a LooC run also z0, z_<aug>, looc++",
     )
     random_seed: int = opt(0, "seed of the randomly initialised floor network", range=(0, 2**31 - 1))
     image_size: int = opt(
@@ -100,3 +115,7 @@ class EvalConfig:
     real_sets: RealSetsConfig = field(default_factory=RealSetsConfig)  # invarlab eval invariance --dataset
     # segment-retrieval, label-propagation, seg-probe (--dataset world|voc|davis)
     dense: DenseEvalConfig = field(default_factory=DenseEvalConfig)
+    # P3 (docs/eval_looc.md): LooC spaces as representations, sensitivity probes, fine-grained classification
+    looc: LoocEvalConfig = field(default_factory=LoocEvalConfig)
+    sensitivity: SensitivityConfig = field(default_factory=SensitivityConfig)
+    finegrained: FinegrainedConfig = field(default_factory=FinegrainedConfig)

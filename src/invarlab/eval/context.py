@@ -45,6 +45,8 @@ class EvalContext:
         self._encoders: dict[str, Encoder] = {}
         self._datasets: dict[str, Any] = {}
         self._kinds: dict[str, str] | None = None
+        self._looc: Any = None
+        self._representations: list[str] | None = None
         self.run_config = _read_run_config(self.run_dir)
 
     # ------------------------------------------------------------------------------------------- encoders
@@ -54,10 +56,45 @@ class EvalContext:
                 enc = encoder_from_checkpoint(self.checkpoint or self.run_dir, self.arch)
             elif representation == "random":
                 enc = random_encoder(self.encoder("model"), self.cfg.random_seed)
-            else:
-                raise ConfigError(f"unknown representation {representation!r}: use model or random")
+            else:  # a LooC space or LooC++ (invarlab.eval.spaces)
+                from invarlab.eval.spaces import space_encoder
+
+                c = self.cfg.looc
+                layer = None if c.layer == "run" else c.layer
+                enc = space_encoder(self.encoder("model"), self.looc_heads(), representation, layer, c.with_v)
             self._encoders[representation] = enc.to(self.device)
         return self._encoders[representation]
+
+    def looc_heads(self) -> Any:
+        """The run's LooC heads (:func:`invarlab.eval.spaces.load_looc_heads`), read once."""
+        if self._looc is None:
+            from invarlab.eval.spaces import load_looc_heads
+
+            self._looc = load_looc_heads(self.checkpoint or self.run_dir)
+        return self._looc
+
+    @property
+    def representations(self) -> list[str]:
+        """``cfg.representations`` (LooC space names made canonical), plus every LooC space and LooC++ when
+        ``cfg.looc.spaces`` is set and the run is a LooC run."""
+        if self._representations is not None:
+            return list(self._representations)
+        from invarlab.eval.spaces import canonical_space, is_space
+
+        reps = list(self.cfg.representations)
+        if any(is_space(r) for r in reps):
+            reps = [canonical_space(r, self.looc_heads().names) if is_space(r) else r for r in reps]
+        if self.cfg.looc.spaces:
+            from invarlab.errors import CheckpointError
+
+            try:
+                names = self.looc_heads().names
+            except CheckpointError as err:
+                log.warning("looc.spaces ignored: %s", err)
+                names = []
+            reps += [n for n in names if n not in reps]
+        self._representations = list(dict.fromkeys(reps))
+        return list(self._representations)
 
     @property
     def image_size(self) -> int | None:
@@ -99,25 +136,60 @@ class EvalContext:
         return self._datasets[name]
 
     def features(self, representation: str, name: str, layer: str = "pooled") -> tuple[Tensor, Tensor]:
-        """Cached ``(features, labels)`` of dataset ``name`` under ``representation``."""
+        """Cached ``(features, labels)`` of world dataset ``name`` under ``representation``."""
+        return self.dataset_features(representation, self.dataset(name), name, layer, self.image_size)
+
+    def dataset_features(
+        self, representation: str, dataset: Any, cache_name: str, layer: str, image_size: int | None
+    ) -> tuple[Tensor, Tensor]:
+        """``(features, labels)`` of any ``(image, label, index)`` dataset, cached under ``cache_name``.
+
+        A LooC space or LooC++ is its head applied to the cached backbone features (eval mode, so exactly
+        what a forward pass through the space gives): the backbone runs once for all spaces."""
+        if _is_space(representation, layer):
+            v, labels = self.dataset_features("model", dataset, cache_name, "pooled", image_size)
+            head = self.encoder(representation).head
+            with torch.no_grad():
+                chunks = [head(c.to(self.device)).float().cpu() for c in v.split(self.cfg.batch_size)]  # type: ignore[misc]
+            return torch.cat(chunks), labels
         return cached_features(
             self.run_dir,
             self.encoder(representation),
-            self.dataset(name),
-            name,
+            dataset,
+            cache_name,
             layer,
-            image_size=self.image_size,
+            image_size=image_size,
             batch_size=self.cfg.batch_size,
             device=self.device,
         )
 
     def featurize(self, representation: str):
-        """``float images in [0, 1] (B, 3, H, W) -> pooled features``: for evaluations that alter images
-        (corruptions) before the network."""
+        """``float images in [0, 1] (B, 3, H, W) -> pooled features`` (a LooC space's own features): for
+        evaluations that alter images (corruptions, rotations) before the network."""
         from invarlab.eval.features import forward_pooled
 
         enc = self.encoder(representation)
-        return lambda x: forward_pooled(enc, x.to(self.device), self.image_size).cpu()
+        space = _is_space(representation, "pooled")
+
+        @torch.no_grad()
+        def featurize(x: Tensor) -> Tensor:
+            f = forward_pooled(enc, x.to(self.device), self.image_size)
+            return (enc.head(f) if space else f).cpu()  # type: ignore[misc]
+
+        return featurize
+
+
+def _is_space(representation: str, layer: str) -> bool:
+    """Whether ``representation`` is a LooC space or LooC++ (whose ``pooled`` features are its head's
+    output); they have no dense layers."""
+    if representation in ("model", "random"):
+        return False
+    if layer != "pooled":
+        raise ConfigError(
+            f"representation {representation!r} is a LooC embedding space: it has no {layer} features "
+            "(dense evaluations use model or random)"
+        )
+    return True
 
 
 def _device(name: str) -> torch.device:

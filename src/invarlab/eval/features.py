@@ -9,7 +9,8 @@ fresh initialisation: the floor every evaluation is reported against.
 Representations (``layer`` argument):
 
 * ``pooled``: global average of layer4, ``(N, D)`` (what kNN, linear probes and RIS use);
-* ``head``: the projection head's output on the pooled features (before L2 normalisation);
+* ``head``: the projection head's output on the pooled features (before L2 normalisation; for a LooC run the
+  head of ``Z_0``, the all-invariant space: :mod:`invarlab.eval.spaces` gives every space);
 * ``layer3`` / ``layer4``: dense maps ``(N, C, h, w)``; with ``dilate=True`` layer3 and layer4 keep layer2's
   resolution by dilation instead of stride (PAPERS.md §2.4.4 keeps layer3 at stride 8 for label propagation).
 
@@ -48,6 +49,7 @@ __all__ = [
     "extract",
     "forward_pooled",
     "head_from_state_dict",
+    "heads_state",
     "latest_checkpoint",
     "random_encoder",
 ]
@@ -158,7 +160,9 @@ def _head_state(obj: Mapping[str, Any]) -> dict[str, Tensor] | None:
     state = obj.get("method_state")
     if isinstance(state, Mapping):
         sub = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
-        return sub or None
+        # LooC keeps one head per space (heads.<i>.*); heads.0 is Z_0, the space invariant to every
+        # augmentation, i.e. the counterpart of MoCo's single head.
+        return sub or (heads_state(state)[:1] or [None])[0]
     sd = obj.get("state_dict", obj)
     if isinstance(sd, Mapping):
         for prefix in ("module.encoder_q.fc.", "encoder_q.fc."):
@@ -166,6 +170,21 @@ def _head_state(obj: Mapping[str, Any]) -> dict[str, Tensor] | None:
             if sub:
                 return sub
     return None
+
+
+def heads_state(method_state: Mapping[str, Tensor]) -> list[dict[str, Tensor]]:
+    """The state dicts of a multi-head method's ``heads.<i>.*`` (LooC: one per space), in index order;
+    ``[]`` when there are none. The momentum copies (``heads_momentum.*``) are not read."""
+    found: dict[int, dict[str, Tensor]] = {}
+    for key, value in method_state.items():
+        parts = key.split(".", 2)
+        if len(parts) == 3 and parts[0] == "heads" and parts[1].isdigit():
+            found.setdefault(int(parts[1]), {})[parts[2]] = value
+    if sorted(found) != list(range(len(found))):
+        raise CheckpointError(
+            f"method_state has heads {sorted(found)}: expected heads.0 .. heads.{len(found) - 1}"
+        )
+    return [found[i] for i in range(len(found))]
 
 
 def random_encoder(like: Encoder, seed: int = 0) -> Encoder:

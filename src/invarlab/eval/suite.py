@@ -9,11 +9,17 @@ that :func:`run_evaluations` records in ``results.json`` (section = the evaluati
 * ``svm``: VOC07-style multi-label linear SVMs on scene images (categories present);
 * ``retrieval``: precision of the nearest neighbours and the query / neighbours grid (``figures/retrieval.png``);
 * ``segment_retrieval`` / ``label_propagation`` / ``seg_probe``: dense features without finetuning, on the
-  world or on VOC / DAVIS (:mod:`invarlab.eval.dense_suite`; run only when listed).
+  world or on VOC / DAVIS (:mod:`invarlab.eval.dense_suite`; run only when listed);
+* ``sensitivity`` / ``finegrained``: P3's rotation / colour / texture probes and fine-grained classification
+  (:mod:`invarlab.eval.sensitivity`, :mod:`invarlab.eval.finegrained`; run only when listed).
+
+Representations are ``ctx.representations``: ``model`` and ``random``, and for a LooC run its spaces and LooC++
+(:mod:`invarlab.eval.spaces`; not for the dense evaluations, which need feature maps).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +32,11 @@ from invarlab.errors import ConfigError
 from invarlab.eval.config import DENSE_EVALUATIONS, EVALUATIONS, PROBE_FACTORS
 from invarlab.eval.context import EvalContext
 from invarlab.eval.dense_suite import DENSE_EVALUATORS, dense_meta, result_key
+from invarlab.eval.finegrained import finegrained, finegrained_meta
+from invarlab.eval.finegrained import result_key as finegrained_key
+from invarlab.eval.looc_config import LOOC_EVALUATIONS
+from invarlab.eval.sensitivity import sensitivity
+from invarlab.eval.spaces import is_space
 from invarlab.results import record_result
 
 __all__ = ["EVALUATORS", "run_evaluations"]
@@ -219,8 +230,10 @@ EVALUATORS: dict[str, Callable[[EvalContext, str], dict[str, Any]]] = {
     "svm": svm,
     "retrieval": retrieval,
     **DENSE_EVALUATORS,
+    "sensitivity": sensitivity,
+    "finegrained": finegrained,
 }
-assert set(EVALUATORS) == set(EVALUATIONS) | set(DENSE_EVALUATIONS)
+assert set(EVALUATORS) == set(EVALUATIONS) | set(DENSE_EVALUATIONS) | set(LOOC_EVALUATIONS)
 
 
 def run_evaluations(ctx: EvalContext, evaluations: Sequence[str] | None = None) -> dict[str, Any]:
@@ -231,11 +244,15 @@ def run_evaluations(ctx: EvalContext, evaluations: Sequence[str] | None = None) 
     if unknown:
         raise ConfigError(f"unknown evaluation(s) {unknown}: use any of {', '.join(EVALUATORS)}")
     results: dict[str, Any] = {}
+    representations = ctx.representations
     for name in names:
-        for rep in ctx.cfg.representations:
+        for rep in representations:
+            if name in DENSE_EVALUATIONS and is_space(rep):
+                continue  # a LooC space has no feature maps
             start = time.perf_counter()
             values = EVALUATORS[name](ctx, rep)
             key = result_key(ctx, name) if name in DENSE_EVALUATIONS else name
+            key = finegrained_key(ctx) if name == "finegrained" else key
             results = record_result(ctx.run_dir, key, rep, values, meta=_meta(ctx, name))
             log.info("%s / %s: %s (%.1f s)", name, rep, _headline(values), time.perf_counter() - start)
     return results
@@ -265,6 +282,8 @@ def _meta(ctx: EvalContext, name: str) -> dict[str, Any]:
     c = ctx.cfg
     if name in DENSE_EVALUATIONS:
         return dense_meta(ctx, name)
+    if name == "finegrained":
+        return finegrained_meta(ctx)
     base = {"world_preset": c.world_preset, "image_size": ctx.image_size}
     if name in ("knn", "linear", "fewshot", "retrieval", "corruptions"):
         base.update(train=c.classify_train, test=c.classify_test)
@@ -278,6 +297,14 @@ def _meta(ctx: EvalContext, name: str) -> dict[str, Any]:
         base.update(dataset=c.probes)
     if name == "svm":
         base.update(dataset=c.multilabel, difficult_below_visibility=DIFFICULT_VISIBILITY)
+    if name == "sensitivity":
+        base.update(dataclasses.asdict(c.sensitivity))
+    if any(is_space(r) for r in ctx.representations):
+        heads = ctx.looc_heads()
+        base.update(
+            looc_layer=heads.layer if c.looc.layer == "run" else c.looc.layer,
+            looc_plus_with_v=heads.with_v if c.looc.with_v is None else c.looc.with_v,
+        )
     return base
 
 

@@ -20,6 +20,7 @@ from invarlab import __version__
 from invarlab.errors import ConfigError, DataError
 from invarlab.report import markup, plots, sections
 from invarlab.report import tables as tb
+from invarlab.report.looc import is_looc_key, looc_section
 from invarlab.report.run import RunData, flatten, is_finite, load_run, number
 
 __all__ = ["compare_runs", "render_compare", "render_report", "write_report"]
@@ -113,9 +114,11 @@ def render_report(run: RunData) -> str:
     parts = [_config_section(run), sections.training_section({run.name: run.metrics}, single=True)]
     nav = [("config", "Config"), ("training", "Training")]
     metas = {key: {run.name: run.meta.get(key)} for key in _evaluation_keys([run]) if run.meta.get(key)}
-    evals, eval_nav = sections.evaluation_sections(
-        lambda key: tb.run_rows(run, key), _evaluation_keys([run]), metas, [run.path]
-    )
+    p3 = looc_section(run)  # P3's per-space table, only for runs with sensitivity results
+    keys = [k for k in _evaluation_keys([run]) if not (p3 and is_looc_key(k))]
+    evals, eval_nav = sections.evaluation_sections(lambda key: tb.run_rows(run, key), keys, metas, [run.path])
+    if p3:
+        evals, eval_nav = [*evals, p3[0]], [*eval_nav, p3[1]]
     figs, fig_nav = sections.figure_sections(run, tb.run_rows(run, "retrieval"))
     return markup.page(
         f"invarlab report: {run.name}",
