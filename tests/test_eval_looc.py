@@ -396,3 +396,17 @@ def test_report_shows_the_per_space_table_and_chart(looc_run, tmp_path):
     plain.mkdir()
     (plain / "results.json").write_text(json.dumps({"knn": {"model": {"top1": 50.0}}}))
     assert 'id="eval-looc"' not in write_report(plain).read_text()
+
+
+def test_p3_presets_run_the_looc_evaluations_and_the_world_has_the_finegrained_set():
+    from invarlab.cli_eval import load_run_config
+    from invarlab.config import load_config
+    from invarlab.world.config import WorldPreset
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "p3"
+    for path in sorted(root.glob("*.yaml")):
+        cfg = load_run_config([str(path)], None)
+        assert {"sensitivity", "finegrained", "knn", "corruptions"} <= set(cfg.eval.evaluations), path.name
+        assert cfg.eval.looc.spaces == path.stem.startswith("looc"), path.name
+    spec = load_config(WorldPreset, "quickstart", [], group="world").datasets["finegrained"]
+    assert spec.categories == ["mug", "mushroom"] and spec.split == "all" and spec.num_images >= 3000
