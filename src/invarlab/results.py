@@ -5,7 +5,7 @@ Layout (JSON object, two fixed levels, then the evaluation's own metrics)::
     {
       "<evaluation>": {                  # knn, linear, fewshot, svm, corruptions, invariance, factor_probes, ...
         "<representation>": {            # "model" (the run's backbone), "random" (same architecture, random
-          "<metric>": number | str |     #  init: the floor), or a named space ("z0", "z1", "concat", ...)
+          "<metric>": number | str |     #  init: the floor), or a LooC space ("z0", "z_colour", "looc++", ...)
                       {nested metrics}
         }
       },

@@ -71,6 +71,12 @@ def _fewshot_setting(run: RunData) -> str | None:
     return min(settings, key=tb.fewshot_order) if settings else None
 
 
+def _shots(setting: str) -> tuple[int, str]:
+    # "allway_5shot" before "allway_10shot" (numeric, not alphabetical)
+    match = re.search(r"(\d+)shot$", setting)
+    return (int(match[1]) if match else 1 << 30, setting)
+
+
 def looc_columns(run: RunData) -> list[tuple[str, tuple[str, ...], float]]:
     """``(column label, path into results.json, scale)`` of every column the run has numbers for; probe columns
     first. Corruption accuracy is stored as a fraction and shown in percent like the rest."""
@@ -85,7 +91,7 @@ def looc_columns(run: RunData) -> list[tuple[str, tuple[str, ...], float]]:
         dataset = key.removeprefix("finegrained").lstrip("_") or "world"
         cols.append((f"fine-grained {dataset} linear", (key, "linear", "top1"), 1.0))
         shots = {s for m in run.section(key).values() for s in (m.get("fewshot") or {})}
-        for s in sorted(shots, key=tb.fewshot_order):
+        for s in sorted(shots, key=_shots):
             cols.append((f"fine-grained {dataset} {s.replace('_', ' ')}", (key, "fewshot", s, "mean"), 1.0))
     cols.append(("corruption mean", ("corruptions", "mean"), 100.0))
     return [c for c in cols if any(_value(run, rep, c) is not None for rep in run.section(SENSITIVITY))]
