@@ -372,6 +372,14 @@ def test_cli_finegrained_on_cub_and_sensitivity(looc_run, tmp_path, capsys):
         main(["eval", *args, "--dataset", "cub"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--root" in err and "Traceback" not in err
+    sens = ["eval", "sensitivity", str(ctx.run_dir), f"world_preset={world}", "device=cpu"]
+    sens += ["representations=[z2]", "sensitivity.probes=[rotation]", "sensitivity.rotation_images=8"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(sens)
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    results = json.loads((ctx.run_dir / "results.json").read_text())
+    assert set(results["sensitivity"]["z_rotation"]) == {"rotation"}  # the alias z2, stored by its name
+    assert results["_meta"]["sensitivity"]["rotation_images"] == 8
 
 
 def test_report_shows_the_per_space_table_and_chart(looc_run, tmp_path):
