@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from invarlab.errors import ConfigError
 from invarlab.world.api import render_datasets
 from invarlab.world.catalog import CATEGORY_GROUPS, CATEGORY_NAMES
 from invarlab.world.config import DatasetSpec, WorldConfig, WorldPreset
@@ -149,3 +150,19 @@ def test_render_datasets_caches(tmp_path):
     assert np.array_equal(np.asarray(again["obj"].dataset.images), np.asarray(first["obj"].dataset.images))
     occ = first["occ"].dataset.meta
     assert np.allclose(occ["occluded_fraction"], occ["occluder_coverage"], atol=0.05)
+
+
+def test_unreachable_min_box_fails_instead_of_drawing_forever(tmp_path):
+    preset = WorldPreset(cache_dir=str(tmp_path))
+    preset.world.instances_per_category = 4
+    preset.world.render.resolution = 16
+    preset.world.render.supersample = 1
+    preset.world.render.batch_size = 16
+    preset.world.render.compile = False
+    # A box side can never exceed the 16 px frame, so min_box=64 is out of reach.
+    preset.datasets = {"crops": DatasetSpec(kind="cropped_boxes", num_images=4, min_box=64)}
+    with pytest.raises(ConfigError, match=r"min_box=64 px at resolution 16"):
+        render_datasets(preset)
+    # Nothing half-rendered reads as a complete cache entry: asking again fails again.
+    with pytest.raises(ConfigError):
+        render_datasets(preset)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from invarlab.errors import ConfigError
+
 from .config import DatasetSpec, WorldConfig
 from .factors import Factors
 from .renderer import RenderOutput, World
@@ -82,6 +84,9 @@ def to_batch(out: RenderOutput, extra: dict[str, Tensor]) -> dict:
     }
 
 
+_MAX_EMPTY_ROUNDS = 20
+
+
 def _cropped_batches(spec: DatasetSpec, world: World, batch_size: int) -> Iterator[dict]:
     """Object boxes cut out of scene-centric renders (at twice the resolution), resized to the dataset's size.
 
@@ -95,13 +100,21 @@ def _cropped_batches(spec: DatasetSpec, world: World, batch_size: int) -> Iterat
     scene_spec = copy.deepcopy(spec)
     scene_spec.kind = "scene_centric"
     gen = torch.Generator().manual_seed(spec.seed)
-    made, round_ = 0, 0
+    made, round_, largest = 0, 0, 0.0
     while made < spec.num_images:
+        if made == 0 and round_ == _MAX_EMPTY_ROUNDS:
+            # Without this the loop would draw scenes forever when min_box is out of reach.
+            raise ConfigError(
+                f"cropped_boxes: no object box of {_MAX_EMPTY_ROUNDS} scene batches reached min_box="
+                f"{spec.min_box} px at resolution {res} (largest side seen: {largest:.1f} px); "
+                f"lower min_box or raise render.resolution"
+            )
         scenes = scene_centric(max(8, batch_size // 2), scene_spec, world.config, gen)
         out = big.render(scenes)
         box = out.boxes / 2  # in dataset-resolution pixels
         side = torch.minimum(box[..., 2] - box[..., 0], box[..., 3] - box[..., 1])
         keep = (side >= spec.min_box) & (out.visible_fraction >= 0.3) & (box[..., 0] >= 0)
+        largest = max(largest, float(side.max()))
         b_idx, o_idx = keep.nonzero(as_tuple=True)
         b_idx, o_idx = b_idx[: spec.num_images - made], o_idx[: spec.num_images - made]
         if len(b_idx):
