@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from invarlab.errors import ConfigError
+from invarlab.world import datasets as world_datasets
 from invarlab.world.api import render_datasets
 from invarlab.world.catalog import CATEGORY_GROUPS, CATEGORY_NAMES
 from invarlab.world.config import DatasetSpec, WorldConfig, WorldPreset
@@ -152,7 +153,8 @@ def test_render_datasets_caches(tmp_path):
     assert np.allclose(occ["occluded_fraction"], occ["occluder_coverage"], atol=0.05)
 
 
-def test_unreachable_min_box_fails_instead_of_drawing_forever(tmp_path):
+def test_unreachable_min_box_fails_instead_of_drawing_forever(tmp_path, monkeypatch):
+    monkeypatch.setattr(world_datasets, "_MAX_EMPTY_ROUNDS", 3)  # the default 20 only costs time here
     preset = WorldPreset(cache_dir=str(tmp_path))
     preset.world.instances_per_category = 4
     preset.world.render.resolution = 16
@@ -161,7 +163,7 @@ def test_unreachable_min_box_fails_instead_of_drawing_forever(tmp_path):
     preset.world.render.compile = False
     # A box side can never exceed the 16 px frame, so min_box=64 is out of reach.
     preset.datasets = {"crops": DatasetSpec(kind="cropped_boxes", num_images=4, min_box=64)}
-    with pytest.raises(ConfigError, match=r"min_box=64 px at resolution 16"):
+    with pytest.raises(ConfigError, match=r"3 scene batches reached min_box=64 px at resolution 16"):
         render_datasets(preset)
     # Nothing half-rendered reads as a complete cache entry: asking again fails again.
     with pytest.raises(ConfigError):
