@@ -495,3 +495,24 @@ def test_resume_is_bit_identical_with_moco(tmp_path):
     a, b = full.method.state_dict(), resumed.method.state_dict()
     assert "queue.features" in a or any("queue" in k for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_world_monitor_labels_by_its_own_category_column(tmp_path, monkeypatch):
+    """Cropped boxes label by ``crop_category``, object-centric images by ``category_0``: a monitor set of the
+    other kind must still get category labels in the training set's class order."""
+    from invarlab.train.api import build_datasets
+    from invarlab.train.config import DataConfig
+
+    monkeypatch.setenv("INVARLAB_CACHE", str(tmp_path))
+    cfg = DataConfig(
+        source="world",
+        world_preset="tiny",
+        world_dataset="cropped_boxes",
+        world_monitor_dataset="object_centric",
+        world_overrides=["datasets.cropped_boxes.min_box=4"],
+    )
+    train, monitor = build_datasets(cfg, seed=0)
+    assert train.label_column == "crop_category" and monitor.label_column == "category_0"
+    raw = np.asarray(monitor.rendered.meta["category_0"])
+    expected = [train.classes.index(c) if c in train.classes else -1 for c in raw]
+    assert monitor.labels.tolist() == expected

@@ -61,8 +61,10 @@ def build_world_datasets(data: DataConfig, seed: int) -> tuple[WorldDataset, Wor
         rendered = render_datasets(preset)  # cache hits now
     full = WorldDataset(rendered[data.world_dataset].dataset, label=data.label)
     if data.world_monitor_dataset:
+        # data.label, not the training set's resolved column: a cropped-box training set labels by
+        # crop_category, an object-centric monitor set by category_0 - the same category ids.
         held = WorldDataset(
-            rendered[data.world_monitor_dataset].dataset, label=full.label_column, classes=full.classes
+            rendered[data.world_monitor_dataset].dataset, label=data.label, classes=full.classes
         )
         return full, held
     if data.held_out_fraction == 0:
