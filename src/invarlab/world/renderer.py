@@ -335,7 +335,7 @@ def _append_floor(parts: dict[str, Tensor], f: Factors, cam_pos: Tensor) -> dict
 
 
 def _tables(parts: dict[str, Tensor], cam_rot: Tensor, light: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-part tracing records ``(B P, TRACE_ROWS)``, hole flags ``(B P,)`` and shading records
+    """Per-part tracing records ``(TRACE_ROWS, B P)``, hole flags ``(B P,)`` and shading records
     ``(sum(SHADE_ROWS), B P)`` (with the image's camera axes and ``light`` ``(B, 6)``, one column per part).
 
     Tracing records hold ``A, B, C = M right, M up, M forward``: a ray ``x right + y up + forward`` has local
@@ -352,7 +352,7 @@ def _tables(parts: dict[str, Tensor], cam_rot: Tensor, light: Tensor) -> tuple[T
     shade = torch.cat(
         (m.flatten(2), *geometry, parts["texture"], parts["color"], parts["color2"], per_image), -1
     )
-    return trace.flatten(0, 1), has_hole.flatten(), shade.flatten(0, 1).T.contiguous()
+    return trace.flatten(0, 1).T.contiguous(), has_hole.flatten(), shade.flatten(0, 1).T.contiguous()
 
 
 def _finish(f: Factors, comp: Composite, depth: Tensor, masks) -> RenderOutput:

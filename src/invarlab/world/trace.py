@@ -83,30 +83,31 @@ class PairTracer:
     ) -> Tensor:
         """Nearest packed key ``(G, n_rows)`` per ray of the pattern and output row.
 
-        ``table`` ``(parts, TRACE_ROWS)`` holds every part's record; pair ``i`` traces part ``pair_part[i]``
-        from group origin ``origin[i]`` (image-plane ``x0, y0``) and reduces into row ``pair_row[i]`` (a
-        group and object) with slot tag ``pair_slot[i]``. Rows no pair reaches hold :data:`MISS_KEY`.
+        ``table`` ``(TRACE_ROWS, parts)`` holds every part's record as a column; pair ``i`` traces part
+        ``pair_part[i]`` from group origin ``origin[i]`` (image-plane ``x0, y0``) and reduces into row
+        ``pair_row[i]`` (a group and object) with slot tag ``pair_slot[i]``. Rows no pair reaches hold
+        :data:`MISS_KEY`.
         """
         G = pattern.shape[0]
         out = torch.full((G, n_rows + 1), MISS_KEY, dtype=torch.int64, device=table.device)
         u, v = pattern[:, 0].contiguous(), pattern[:, 1].contiguous()
-        holed_pair = has_hole[pair_part]
+        holed_pair = has_hole.index_select(0, pair_part)
         for holed in (False, True):
             sel = torch.nonzero(holed_pair == holed).squeeze(1)
             n = sel.numel()
             if n == 0:
                 continue
             pad = (-n) % PAD
-            part, row, slot, o = pair_part[sel], pair_row[sel], pair_slot[sel], origin[sel]
-            if pad:  # padding pairs trace part 0 into the spare row n_rows
-                part = torch.cat((part, part.new_zeros(pad)))
-                row = torch.cat((row, row.new_full((pad,), n_rows)))
-                slot = torch.cat((slot, slot.new_zeros(pad)))
-                o = torch.cat((o, o.new_zeros(pad, 2)))
-            rec = table[part, : TRACE_ROWS if holed else PLAIN_ROWS]
-            a, b = rec[:, 0:3], rec[:, 3:6]
-            c = rec[:, 6:9] + o[:, :1] * a + o[:, 1:] * b
-            params = torch.cat((a, b, c, rec[:, 9:]), 1).T.contiguous()
+            if pad:  # padding pairs repeat pair 0 and reduce into the spare row n_rows
+                sel = torch.cat((sel, sel.new_zeros(pad)))
+            part, row = pair_part.index_select(0, sel), pair_row.index_select(0, sel)
+            slot, o = pair_slot.index_select(0, sel), origin.index_select(0, sel)
+            if pad:
+                row[n:] = n_rows
+            # gathering columns of the column table gives the kernel's (rows, N) layout without a transpose
+            params = table[: TRACE_ROWS if holed else PLAIN_ROWS].index_select(1, part)
+            o = o.T
+            params[6:9] = params[6:9] + o[:1] * params[0:3] + o[1:] * params[3:6]
             keys = self._kernel(params, u, v, slot, holed)
             out.scatter_reduce_(1, row.view(1, -1).expand(G, -1), keys, "amin")
         return out[:, :n_rows]
