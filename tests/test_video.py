@@ -309,3 +309,83 @@ def test_unsupervised_region_pairs_follow_the_square(tmp_path) -> None:
     assert late and all(box_iou(np.array(s.box2), a[s.t2]).item() > 0.6 for s in late)
     pair, _, _ = pairs[0]
     assert pair.shape == (2, 3, 64, 64) and pair.float().mean() > 80  # crops of the bright texture
+
+
+# ------------------------------------------------------------------- unsupervised tracks on the world's clips
+WORLD_GAP = 4  # frames between the proposal and the box compared with the ground truth (the preset draws 1-8)
+
+
+def rendered_world_clips(cache_dir, n_clips: int = 8, frames: int = 8, seed: int = 0) -> WorldDataset:
+    """Real world clips like the p1 preset's (64 px, one to three moving objects, occluders, moving camera and
+    light), fewer and shorter, rendered without supersampling to keep the test fast."""
+    from invarlab.world.api import render_datasets
+    from invarlab.world.config import DatasetSpec, WorldPreset
+
+    preset = WorldPreset(cache_dir=str(cache_dir))
+    preset.world.instances_per_category = 4
+    preset.world.render.resolution, preset.world.render.supersample = 64, 1
+    preset.world.render.compile = False
+    preset.world.factors.occluder_prob = 0.3
+    spec = DatasetSpec(
+        kind="clips", num_images=n_clips * frames, clip_length=frames, objects_per_scene=[1, 3], seed=seed
+    )
+    preset.datasets = {"clips": spec}
+    return WorldDataset(render_datasets(preset)["clips"].dataset)
+
+
+def unsupervised_track_ious(world: WorldDataset, gap: int, start_iou: float = 0.5):
+    """For every start frame ``t`` of every clip: edge proposals in ``t`` followed by the tracker to ``t + gap``
+    (the two calls an unsupervised region pair makes, with its default settings). Each surviving track that
+    started on an object (proposal IoU >= ``start_iou`` with that object's ground-truth box) gives the IoU of
+    its box in ``t + gap`` with the same object's ground-truth box there (0 if the object is gone), and the IoU
+    the untracked proposal box would have there. Returns ``(tracked, static, (video, t, box2) of every
+    surviving track)``."""
+    cfg = RegionConfig("unsup").tracker
+    tracked, static, survivors = [], [], []
+    frames = world_clip_frames(world)
+    for v, video in enumerate(frames.videos):
+        for t in range(video.num_frames - gap):
+            run = video.read_range(t, t + gap)
+            props = propose(run[0], "edges", cfg)
+            if not len(props):
+                continue
+            traj, alive = track_boxes(run, props, cfg)
+            gt, ids = video.tracks(t)
+            gt2, ids2 = video.tracks(t + gap)
+            for j in np.flatnonzero(alive[-1]):
+                survivors.append((v, t, traj[-1, j]))
+                iou0 = box_iou(props[j], gt)[0] if len(gt) else np.zeros(1)
+                k = int(iou0.argmax())
+                if iou0[k] < start_iou:
+                    continue  # started on the background, a part or a group: no object to compare with
+                same = np.flatnonzero(ids2 == ids[k])
+                tracked.append(box_iou(traj[-1, j], gt2[same])[0, 0] if len(same) else 0.0)
+                static.append(box_iou(props[j], gt2[same])[0, 0] if len(same) else 0.0)
+    return np.array(tracked), np.array(static), survivors
+
+
+def test_unsupervised_tracks_stay_on_their_world_object(tmp_path) -> None:
+    """P1's requirement: tracked region crops cover the same object. On rendered world clips the surviving
+    tracks' boxes 4 frames on overlap the ground-truth box of the object they started on with mean IoU above
+    0.4 (measured 0.57 on these 8 clips; 0.46-0.65 over twelve 8-clip renders, 0.57 pooled over 252 tracks),
+    and by 0.15 more than the proposal boxes left where they were (0.21 here, 0.26 pooled; the smallest gap
+    over the twelve renders was 0.11, on 9 tracks). docs/temporal.md states the numbers."""
+    world = rendered_world_clips(tmp_path)
+    tracked, static, survivors = unsupervised_track_ious(world, WORLD_GAP)
+    assert len(tracked) >= 15, len(tracked)
+    assert tracked.mean() > 0.4, (tracked.mean(), tracked)
+    assert tracked.mean() - static.mean() > 0.15, (tracked.mean(), static.mean())
+    # The training pipeline's unsupervised region pairs use exactly these tracks.
+    pairs = FramePairs(
+        world_clip_frames(world),
+        WORLD_GAP,
+        WORLD_GAP,
+        seed=0,
+        region_fraction=1.0,
+        regions=RegionConfig("unsup"),
+    )
+    for i in range(0, len(pairs), 5):
+        spec = pairs.sample_pair(i)
+        if spec.kind == "region":
+            ends = [b for v, t, b in survivors if (v, t) == (spec.video, spec.t)]
+            assert any(np.allclose(spec.box2, b) for b in ends), spec
