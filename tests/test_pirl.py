@@ -12,7 +12,7 @@ import torch
 
 from invarlab.errors import ConfigError, DataError
 from invarlab.methods import PIRL, MethodConfig, build_method
-from invarlab.methods.pirl import MemoryBank, memory_bank_update, pirl_nce
+from invarlab.methods.pirl import MemoryBank, memory_bank_update, pirl_info_nce, pirl_nce
 from invarlab.nets import build_backbone
 from invarlab.train import EpochBatchSampler, Trainer
 from invarlab.train.config import TrainConfig
@@ -148,6 +148,46 @@ def test_pirl_nce_equals_the_paper_formula() -> None:
     assert float(no_mask) > float(got)
 
 
+def test_pirl_info_nce_equals_the_softmax_formula() -> None:
+    """The cross-entropy form against the softmax written out term by term, and against torch's cross_entropy
+    on the logits [positive, unmasked negatives]."""
+    g = torch.Generator().manual_seed(4)
+    b, n, d, tau = 5, 7, 8, 0.1
+    q = torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=1).double()
+    a = torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=1).double()
+    u = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1).double()
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[0, 3] = mask[4, 6] = mask[4, 0] = False
+    want, xent = 0.0, 0.0
+    for i in range(b):
+        pos = math.exp(float(q[i] @ a[i]) / tau)
+        neg = sum(math.exp(float(q[i] @ u[k]) / tau) for k in range(n) if mask[i, k])
+        want -= math.log(pos / (pos + neg)) / b
+        logits = torch.cat([(q[i] @ a[i]).reshape(1), (u[mask[i]] @ q[i])]) / tau
+        xent += float(torch.nn.functional.cross_entropy(logits[None], torch.zeros(1, dtype=torch.long))) / b
+    got = float(pirl_info_nce(q, a, u, tau, mask))
+    assert got == pytest.approx(want, rel=1e-10) and got == pytest.approx(xent, rel=1e-10)
+    assert float(pirl_info_nce(q, a, u, tau)) > got  # more negatives, larger loss
+
+
+def test_partition_is_estimated_once_from_the_jigsaw_scores() -> None:
+    """Z = |D| mean exp(s/τ) over the first step's jigsaw scores against the own rows and the negatives
+    (Wu et al.; VISSL), then fixed: c = log Z + log(N / |D|)."""
+    method = build_method(_pirl_cfg(pirl_bank_size=50))
+    g = torch.Generator().manual_seed(5)
+    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1)  # noqa: E731
+    q, pos, neg = unit(4, 16), unit(4, 16), unit(6, 16)
+    scores = [float(q[i] @ pos[i]) for i in range(4)] + [
+        float(q[i] @ neg[k]) for i in range(4) for k in range(6)
+    ]
+    mean = sum(math.exp(s / 0.07) for s in scores) / len(scores)
+    c = method._log_noise(q, pos, neg, 6)
+    assert float(method.log_z) == pytest.approx(math.log(50 * mean), rel=1e-5)
+    assert float(c) == pytest.approx(math.log(50 * mean) + math.log(6 / 50), rel=1e-5)
+    again = method._log_noise(unit(4, 16), unit(4, 16), unit(6, 16), 6)  # later steps: the same Z
+    assert float(again) == pytest.approx(float(c), rel=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------ method
 class Shapes(torch.utils.data.Dataset):
     """``n`` uint8 32x32 images: a bright square on a dark background, its colour by class."""
@@ -190,6 +230,16 @@ def test_pirl_needs_rows_and_a_bank() -> None:
         method.training_step(images, None, g, torch.tensor([0, 1, 2, 8]))
     with pytest.raises(ConfigError, match="smaller than the training set"):
         build_method(_pirl_cfg(pirl_bank_size=4)).prepare_train_set(Shapes(8), 0)
+    with pytest.raises(ConfigError, match="pirl_jigsaw_scale"):
+        build_method(_pirl_cfg(pirl_jigsaw_scale=[0.0, 1.0]))
+    # The grid is cut from its own crop (VISSL: 0.6-1 of the image), not from the image view's 0.2-1.
+    assert method.jigsaw_view_config.scale == (0.6, 1.0) and method.view_config.scale == (0.2, 1.0)
+    # The cross-entropy form needs no partition estimate; h_pos is then the positive's softmax probability.
+    ce = build_method(_pirl_cfg(pirl_loss="cross_entropy"))
+    ce.prepare_train_set(Shapes(8), seed=0)
+    out = ce.training_step(images, None, g, torch.tensor([0, 1, 2, 3]))
+    assert torch.isnan(ce.log_z) and out.metrics["log_z"] == 0.0 and 0 < out.metrics["h_pos_image"] < 1
+    assert out.metrics["loss_image"] > 0 and 0 <= out.metrics["acc_image"] <= 1
 
 
 def test_pirl_trains_through_the_trainer(tmp_path) -> None:
@@ -214,7 +264,7 @@ def test_pirl_trains_through_the_trainer(tmp_path) -> None:
     changed = torch.nonzero((method.memory.bank != bank0).any(dim=1)).flatten().tolist()
     assert changed == served
     assert torch.isfinite(method.log_z)
-    assert {"loss_jigsaw", "loss_image", "h_pos_jigsaw", "log_z"} <= set(result.metrics)
+    assert {"loss_jigsaw", "loss_image", "h_pos_jigsaw", "acc_image", "log_z"} <= set(result.metrics)
 
 
 def test_pirl_resumes_bit_identically(tmp_path) -> None:

@@ -130,7 +130,12 @@ class MethodConfig:
     wd_norm_bias: bool = opt(
         False, "also apply weight decay to norm weights and biases (the official MoCo code does)"
     )
-    # PIRL (docs/pirl.md); [MEM] defaults are the PIRL paper's as recalled, not checked against code.
+    # PIRL (docs/pirl.md); defaults checked against the PIRL paper and VISSL's PIRL config (docs/pirl.md).
+    pirl_loss: str = opt(
+        "nce",
+        "PIRL: the paper's NCE against uniform noise, or cross_entropy (InfoNCE over the sampled negatives)",
+        choices=("nce", "cross_entropy"),
+    )
     pirl_lambda: float = opt(
         0.5, "PIRL: weight of the jigsaw term; 1 - lambda on the image term", range=(0.0, 1.0)
     )
@@ -147,6 +152,9 @@ class MethodConfig:
         choices=("estimate", "none"),
     )
     pirl_patch_size: int = opt(64, "PIRL: side of each jigsaw patch in pixels", range=(4, 1024))
+    pirl_jigsaw_scale: list[float] = opt(
+        [0.6, 1.0], "PIRL: area fraction of the crop the 3 x 3 grid is cut from", interval=True
+    )
     pirl_patch_fraction: float = opt(
         0.75, "PIRL: patch side / grid-cell side (64 of 85 px in PIRL)", range=(0.1, 1.0)
     )

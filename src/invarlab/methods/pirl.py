@@ -1,16 +1,19 @@
 r"""PIRL: Pretext-Invariant Representation Learning (Misra & van der Maaten, CVPR 2020) with the jigsaw pretext.
 
 P1 measures the invariances of a PIRL ResNet-50 (PAPERS.md §1.2: the authors' own reproduction, 128-d).
-PAPERS.md does not spell PIRL out, so this follows the PIRL paper as recalled ([MEM], docs/pirl.md). Per step,
-for a batch of images ``I`` with their rows ``i`` in the memory bank:
+PAPERS.md does not spell PIRL out; this follows the PIRL paper, with the details it leaves open taken from
+VISSL's PIRL config and NCE loss (written by PIRL's first author; docs/pirl.md cites each). Per step, for a
+batch of images ``I`` with their rows ``i`` in the memory bank:
 
 1. one view ``v_I`` of each image (the MoCo v2 recipe by default) and its embedding
    ``f(v_I) = normalize(head(φ(v_I)))``;
-2. the jigsaw transform ``I^t`` (:mod:`invarlab.views.jigsaw`): nine patches, each encoded by the same backbone
+2. the jigsaw transform ``I^t`` (:mod:`invarlab.views.jigsaw`) of its own crop (area ``pirl_jigsaw_scale``,
+   VISSL's 0.6-1): nine patches, each encoded by the same backbone
    ``φ``, projected by a shared linear map to ``pirl_patch_dim``, concatenated in their shuffled order and
    projected to ``g(v_{I^t})`` (``proj_dim``, normalised);
 3. ``N`` negatives ``m_{I'}`` drawn uniformly from the memory bank, and the positive ``m_I`` (bank row ``i``);
-4. the NCE loss :func:`pirl_nce` of both embeddings against the bank, mixed with ``λ``:
+4. the NCE loss :func:`pirl_nce` (or, with ``pirl_loss=cross_entropy``, :func:`pirl_info_nce`) of both
+   embeddings against the bank, mixed with ``λ``:
 
        L = λ L_NCE(m_I, g(v_{I^t})) + (1 − λ) L_NCE(m_I, f(v_I))
 
@@ -20,6 +23,7 @@ for a batch of images ``I`` with their rows ``i`` in the memory bank:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -33,7 +37,7 @@ from invarlab.methods.base import Method, MethodConfig, StepOutput
 from invarlab.nets.heads import ProjectionHead
 from invarlab.views.jigsaw import jigsaw_views
 
-__all__ = ["PIRL", "MemoryBank", "memory_bank_update", "pirl_nce"]
+__all__ = ["PIRL", "MemoryBank", "memory_bank_update", "pirl_info_nce", "pirl_nce"]
 
 GRID = 3  # the jigsaw's 3 x 3 grid
 
@@ -82,6 +86,31 @@ def pirl_nce(
         if negative_mask is not None:
             loss_neg = torch.where(negative_mask, loss_neg, torch.zeros_like(loss_neg))
         return (F.softplus(-pos) + loss_neg.sum(dim=1)).mean()
+
+
+def pirl_info_nce(
+    query: Tensor, anchor: Tensor, negatives: Tensor, temperature: float, negative_mask: Tensor | None = None
+) -> Tensor:
+    r"""The softmax cross-entropy form (InfoNCE; VISSL's ``loss_type: cross_entropy``), averaged over the batch:
+
+        L = −(1/B) Σ_b log [ exp(q_b·a_b/τ) / (exp(q_b·a_b/τ) + Σ_n mask_{b,n} exp(q_b·u_n/τ)) ]
+
+    Shapes as in :func:`pirl_nce`; no partition estimate is needed. Logits are float32 also under autocast.
+    """
+    if query.shape != anchor.shape or query.ndim != 2:
+        raise ValueError(
+            f"query and anchor must both be (B, D), got {tuple(query.shape)}, {tuple(anchor.shape)}"
+        )
+    if negatives.ndim != 2 or negatives.shape[1] != query.shape[1]:
+        raise ValueError(f"negatives must be (N, {query.shape[1]}), got {tuple(negatives.shape)}")
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    q, a, u = query.to(dtype), anchor.to(dtype), negatives.to(dtype)
+    with torch.autocast(q.device.type, enabled=False):
+        pos = (q * a).sum(dim=1, keepdim=True) / temperature
+        neg = q @ u.T / temperature
+        if negative_mask is not None:
+            neg = neg.masked_fill(~negative_mask, float("-inf"))
+        return (torch.logsumexp(torch.cat([pos, neg], dim=1), dim=1) - pos[:, 0]).mean()
 
 
 class MemoryBank(nn.Module):
@@ -134,6 +163,14 @@ class PIRL(Method):
         self.patch_head = nn.Linear(d, cfg.pirl_patch_dim)
         self.jigsaw_head = nn.Linear(GRID * GRID * cfg.pirl_patch_dim, cfg.proj_dim)
         convert_to_split_bn(self.backbone, cfg.bn_splits)
+        lo, hi = cfg.pirl_jigsaw_scale
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(
+                f"method.pirl_jigsaw_scale={list(cfg.pirl_jigsaw_scale)} must be [lo, hi] with 0 < lo <= hi <= 1 "
+                "(area fractions of the image; VISSL's PIRL uses [0.6, 1.0])"
+            )
+        # The jigsaw's own crop: the view recipe with the grid crop's scale (VISSL crops patches separately).
+        self.jigsaw_view_config = dataclasses.replace(self.view_config, scale=(float(lo), float(hi)))
         self.memory: MemoryBank | None = None
         if cfg.pirl_bank_size:
             self.memory = MemoryBank(cfg.pirl_bank_size, cfg.proj_dim, cfg.pirl_bank_momentum)
@@ -185,20 +222,42 @@ class PIRL(Method):
         return indices.to(self.memory.bank.device, torch.long)
 
     @torch.no_grad()
-    def _log_noise(self, f: Tensor, negatives: Tensor, n: int) -> Tensor:
-        """``c = log Z + log(N / |D|)``; with ``pirl_normalizer=estimate``, Z is Wu et al.'s Monte-Carlo
-        estimate ``|D| · mean exp(f·u/τ)`` from the first step (mean over ranks), so ``c = log mean + log N``."""
+    def _log_noise(self, g: Tensor, positives: Tensor, negatives: Tensor, n: int) -> Tensor:
+        """``c = log Z + log(N / |D|)``. With ``pirl_normalizer=estimate``, Z is fixed at the first step as in
+        Wu et al. and VISSL: ``Z = |D| · mean exp(s/τ)`` over the scores of the first term's query (the jigsaw
+        embedding) against its own row and the negatives (mean over ranks), so ``c = log mean + log N``."""
         size = self.memory.size  # type: ignore[union-attr]
         if self.cfg.pirl_normalizer == "none":
-            return torch.tensor(math.log(n / size), device=f.device)
+            return torch.tensor(math.log(n / size), device=g.device)
         if torch.isnan(self.log_z):
-            logits = f.float() @ negatives.float().T / self.temperature
+            g = g.float()
+            pos = (g * positives.float()).sum(1, keepdim=True)
+            logits = torch.cat([pos, g @ negatives.float().T], dim=1) / self.temperature
             local = (torch.logsumexp(logits.flatten(), 0) - math.log(logits.numel())).reshape(1)
             # log of the mean over ranks of per-rank means: every rank then uses the same Z
             ranks = concat_all_gather(local)
             mean = torch.logsumexp(ranks, 0) - math.log(ranks.numel())
             self.log_z.copy_(mean + math.log(size))
-        return self.log_z.to(f.device) + math.log(n / size)
+        return self.log_z.to(g.device) + math.log(n / size)
+
+    def _term(
+        self, q: Tensor, positives: Tensor, negatives: Tensor, c: Tensor | None, mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One term of the loss for query ``q``, with ``h_pos`` (NCE: mean h(m_I, q); cross-entropy: mean softmax
+        probability of the positive) and ``acc`` (fraction whose own row outscores every negative)."""
+        if c is None:
+            loss = pirl_info_nce(q, positives, negatives, self.temperature, mask)
+        else:
+            loss = pirl_nce(q, positives, negatives, self.temperature, c, mask)
+        with torch.no_grad():
+            pos = (q.float() * positives.float()).sum(1) / self.temperature
+            neg = (q.float() @ negatives.float().T / self.temperature).masked_fill(~mask, float("-inf"))
+            if c is None:
+                h = torch.exp(pos - torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1)).mean()
+            else:
+                h = torch.sigmoid(pos - c).mean()
+            acc = (pos > neg.max(dim=1).values).float().mean()
+        return loss, h, acc
 
     def training_step(
         self,
@@ -216,7 +275,7 @@ class PIRL(Method):
                 images,
                 self.cfg.pirl_patch_size,
                 generator,
-                self.view_config,
+                self.jigsaw_view_config,
                 GRID,
                 self.cfg.pirl_patch_fraction,
             )
@@ -227,19 +286,22 @@ class PIRL(Method):
         negatives = bank.bank[neg_idx]  # indexing copies: the update below cannot change them
         positives = bank.bank[rows]
         mask = neg_idx[None, :] != rows[:, None]
-        c = self._log_noise(f, negatives, n)
-        loss_jig = pirl_nce(g, positives, negatives, self.temperature, c, mask)
-        loss_img = pirl_nce(f, positives, negatives, self.temperature, c, mask)
+        nce = self.cfg.pirl_loss == "nce"
+        c = self._log_noise(g, positives, negatives, n) if nce else None
+        loss_jig, h_jig, acc_jig = self._term(g, positives, negatives, c, mask)
+        loss_img, h_img, acc_img = self._term(f, positives, negatives, c, mask)
         lam = self.cfg.pirl_lambda
         loss = lam * loss_jig + (1 - lam) * loss_img
         bank.update(concat_all_gather(rows), concat_all_gather(f))
         with torch.no_grad():
-            h_jig = torch.sigmoid((g.float() * positives).sum(1) / self.temperature - c).mean()
-            h_img = torch.sigmoid((f.float() * positives).sum(1) / self.temperature - c).mean()
-            values = torch.stack(
-                [loss.detach().float(), loss_jig.detach().float(), loss_img.detach().float(), h_jig, h_img]
-            ).tolist()
-        keys = ("loss", "loss_jigsaw", "loss_image", "h_pos_jigsaw", "h_pos_image")
+            values = (
+                torch.stack(
+                    [loss.detach(), loss_jig.detach(), loss_img.detach(), h_jig, h_img, acc_jig, acc_img]
+                )
+                .float()
+                .tolist()
+            )
+        keys = ("loss", "loss_jigsaw", "loss_image", "h_pos_jigsaw", "h_pos_image", "acc_jigsaw", "acc_image")
         out = dict(zip(keys, values, strict=True))
-        out["log_z"] = float(self.log_z) if self.cfg.pirl_normalizer == "estimate" else 0.0
+        out["log_z"] = float(self.log_z) if nce and self.cfg.pirl_normalizer == "estimate" else 0.0
         return StepOutput(loss, out)
