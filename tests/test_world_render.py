@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from invarlab.world import CATEGORY_NAMES, Factors, World
+from invarlab.world.background import bilinear_taps, crop_taps, photo_crops
 from invarlab.world.config import WorldConfig
 from invarlab.world.geometry import part_hits
 from invarlab.world.parts import box, cylinder, ellipsoid
@@ -116,6 +117,27 @@ def test_compiled_and_eager_agree():
     diff = (a.images.float() - b.images.float()).abs()
     assert float(diff.mean()) < 0.5 and float((diff > 8).float().mean()) < 0.002
     assert float((a.instance_mask != b.instance_mask).float().mean()) < 0.002
+
+
+def test_photo_crop_kernel_matches_grid_sample_and_a_ramp():
+    g = torch.Generator().manual_seed(3)
+    n, S = 40, 32
+    bank = torch.rand(5, 3, S, S, generator=g)
+    params = torch.rand(n, 4, generator=g)
+    params[:, 0] = torch.randint(0, 5, (n,), generator=g).float()
+    params[:4, 3] = torch.tensor([0.01, 1.0, 1.3, 0.5])  # clamped sizes, whole photo, crop at the border
+    params[3, 1:3] = 1.0
+    ref = photo_crops(bank, params, 12, 20)
+    out = bilinear_taps(bank.reshape(-1), *crop_taps(bank, params, 12, 20))
+    assert out.shape == (n, 3, 12, 20) and torch.allclose(out, ref, atol=1e-6)
+    # bilinear sampling reproduces a linear ramp at the sample's source coordinate x = (g + 1) S / 2 - 1/2
+    ramp = torch.arange(S, dtype=torch.float32).expand(5, 3, S, S)
+    size = params[:, 3].clamp(0.05, 1.0)
+    cx = params[:, 1].clamp(size / 2, 1 - size / 2) * 2 - 1
+    gx = size.view(n, 1) * ((torch.arange(20) * 2 + 1) / 20 - 1).view(1, 20) + cx.view(n, 1)
+    x = ((gx + 1) * S / 2 - 0.5).clamp(0, S - 1)
+    crops = bilinear_taps(ramp.reshape(-1), *crop_taps(ramp, params, 12, 20))
+    assert torch.allclose(crops, x.view(n, 1, 1, 20).expand_as(crops), atol=1e-4)
 
 
 def _ray_hits(region, hole, origin, direction):

@@ -7,10 +7,12 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def compiled_or_eager(fn, compile: bool):
-    """``fn`` compiled with dynamic shapes when ``compile`` is set; eager if compiling or running it fails."""
+def compiled_or_eager(fn, compile: bool, eager=None):
+    """``fn`` compiled with dynamic shapes when ``compile`` is set; ``eager`` (default ``fn``) when not, or when
+    compiling or running it fails."""
+    eager = eager or fn
     if not compile:
-        return fn
+        return eager
     try:
         import torch._dynamo
 
@@ -18,7 +20,7 @@ def compiled_or_eager(fn, compile: bool):
         compiled = torch.compile(fn, dynamic=True)
     except Exception as exc:  # pragma: no cover - depends on the toolchain
         log.warning("torch.compile unavailable (%s); rendering eagerly", exc)
-        return fn
+        return eager
     state = {"ok": True}
 
     def run(*args, **kw):
@@ -29,6 +31,6 @@ def compiled_or_eager(fn, compile: bool):
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 log.warning("compiled %s failed (%s); running it eagerly", fn.__name__, first_line)
                 state["ok"] = False
-        return fn(*args, **kw)
+        return eager(*args, **kw)
 
     return run

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .background import make_background, procedural_background
+from .background import make_background, photo_crops_fn, procedural_background
 from .catalog import P_MAX, Catalog, build_catalog
 from .compiled import compiled_or_eager
 from .composite import Composite, Samples, composite, images_and_masks
@@ -90,6 +90,7 @@ class World:
         self._tracer = PairTracer(self.render_config.compile)
         self._shader = compiled_or_eager(shade_hits, self.render_config.compile)
         self._procedural = compiled_or_eager(procedural_background, self.render_config.compile)
+        self._photo = photo_crops_fn(self.render_config.compile)
         self._images_and_masks = compiled_or_eager(images_and_masks, self.render_config.compile)
 
     # -- geometry of a batch -------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ class World:
             focal,
         )
         bg = make_background(
-            f.background_kind, f.background_colors, f.background_params, H, W, self._procedural
+            f.background_kind, f.background_colors, f.background_params, H, W, self._procedural, self._photo
         )
         bg = bg.permute(0, 2, 3, 1) * f.light_rgb.view(B, 1, 1, 3)
         colour = bg.clone()
