@@ -18,7 +18,6 @@ minimum along with it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .catalog import P_MAX
@@ -168,16 +167,18 @@ def edge_pixels(part: Tensor, amodal: Tensor, s: int, adaptive: bool) -> Tensor:
         return torch.zeros_like(part, dtype=torch.bool)
     if not adaptive:
         return torch.ones_like(part, dtype=torch.bool)
-    bits = 2 ** torch.arange(amodal.shape[1], device=part.device).view(1, -1, 1, 1)
-    code = (part + 1) * 2 ** amodal.shape[1] + (amodal.long() * bits).sum(1)  # < 2**24: exact in float32
-    p = F.pad(code.unsqueeze(1).float(), (1, 1, 1, 1), mode="replicate").squeeze(1)
-    centre = p[:, 1:-1, 1:-1]
-    return (
-        (centre != p[:, :-2, 1:-1])
-        | (centre != p[:, 2:, 1:-1])
-        | (centre != p[:, 1:-1, :-2])
-        | (centre != p[:, 1:-1, 2:])
-    )
+    code = (part + 1) << amodal.shape[1]  # the surface and the silhouettes a sample lies in, as one integer
+    for o in range(amodal.shape[1]):
+        code |= amodal[:, o].long() << o
+    # a pixel's 4 neighbours inside the image (a missing neighbour outside the border counts as equal)
+    edge = torch.zeros_like(part, dtype=torch.bool)
+    rows = code[:, 1:] != code[:, :-1]
+    edge[:, 1:] |= rows
+    edge[:, :-1] |= rows
+    cols = code[:, :, 1:] != code[:, :, :-1]
+    edge[:, :, 1:] |= cols
+    edge[:, :, :-1] |= cols
+    return edge
 
 
 def ranks(count: Tensor) -> Tensor:
