@@ -394,6 +394,9 @@ def test_cli_dense_evaluations_on_the_world(tiny_run, capsys):
         assert results["_meta"][name]["dataset"] == "world"
     r = results["segment_retrieval"]["model"]
     assert 0 <= r["miou"] <= 100 and r["bank_size"] > 0 and r["val_images"] == 12
+    # masks=auto on the world is one mask per object: scenes of 2-6 objects give more masks than images
+    assert results["_meta"]["segment_retrieval"]["masks"] == "gt_instances"
+    assert r["val_masks"] > r["val_images"]
     p = results["label_propagation"]["model"]
     assert 0 <= p["J&F-Mean"] <= 100 and p["videos"] == 3 and p["objects"] > 0
     assert results["_meta"]["label_propagation"]["topk"] == 10
@@ -475,6 +478,7 @@ def test_cli_dense_evaluations_on_voc_and_davis(tiny_run, tmp_path, capsys):
     results = json.loads((run_dir / "results.json").read_text())
     r = results["segment_retrieval_voc"]["model"]
     assert r["bank_size"] == 4 and r["val_images"] == 4 and "miou_7cls" in r
+    assert results["_meta"]["segment_retrieval_voc"]["masks"] == "gt"  # auto: MaskContrast's one mask per image
     # val = train, so every query finds itself: each object gets its own class, the mask is the ground truth
     assert r["miou"] == pytest.approx(100.0) and set(r["iou"]) == {"background", *VOC_CLASSES}
     assert 0 <= results["seg_probe_voc"]["model"]["miou"] <= 100

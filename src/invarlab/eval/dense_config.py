@@ -28,10 +28,11 @@ class RetrievalConfig:
     """Semantic segment retrieval (MaskContrast's protocol, PAPERS.md §2.4.3)."""
 
     masks: str = opt(
-        "gt",
+        "auto",
+        "auto: gt_instances on the world (scenes hold 2-6 categories), gt on VOC (MaskContrast's protocol); "
         "gt: one mask per image, every labelled object (ground-truth saliency); gt_instances: one per object; "
         "saliency: the boundary-prior saliency of the features themselves (no labels)",
-        choices=("gt", "gt_instances", "saliency"),
+        choices=("auto", "gt", "gt_instances", "saliency"),
     )
     threshold: float = opt(0.5, "mask pixels are those with s(x) > threshold", range=(0.0, 1.0))
     layer: str = opt("layer4", "dense stage whose map is pooled", choices=_LAYERS)

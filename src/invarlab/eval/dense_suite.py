@@ -137,18 +137,28 @@ def _mask_weights(mode: str, feats: Tensor, s: SegmentationSample) -> Tensor:
     return torch.stack([s.objects == k for k in ids]).float() if ids else torch.zeros(0, *s.classes.shape)
 
 
+def retrieval_masks(masks: str, dataset: str) -> str:
+    """The mask mode ``masks`` resolves to: ``auto`` is one mask per object on the world, whose scenes hold 2-6
+    categories (one mask over all of them would take the majority class), and MaskContrast's one mask per image
+    on VOC."""
+    if masks != "auto":
+        return masks
+    return "gt_instances" if dataset == "world" else "gt"
+
+
 def segment_retrieval(ctx: EvalContext, rep: str) -> dict[str, Any]:
     from invarlab.eval.retrieval import VOC_RETRIEVAL_CLASSES
     from invarlab.eval.retrieval import segment_retrieval as retrieve
 
     dataset = _check_dataset(ctx, "segment_retrieval", ("world", "voc"))
     c, d = ctx.cfg.dense.retrieval, ctx.cfg.dense
-    train, val = _splits(ctx, objects=c.masks == "gt_instances")
+    masks = retrieval_masks(c.masks, dataset)
+    train, val = _splits(ctx, objects=masks == "gt_instances")
     net = _net(ctx, rep, c.layer, c.stride_change)
 
     def items(split: _Split) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         for feats, s in _maps(net, split, d.batch_size):
-            weights = _mask_weights(c.masks, feats, s).to(feats.device)
+            weights = _mask_weights(masks, feats, s).to(feats.device)
             yield feats, weights, s.classes
 
     subsets = {"7cls": sorted(VOC_RETRIEVAL_CLASSES.values())} if dataset == "voc" else None
@@ -239,6 +249,8 @@ def dense_meta(ctx: EvalContext, name: str) -> dict[str, Any]:
     d = ctx.cfg.dense
     section = {"segment_retrieval": d.retrieval, "label_propagation": d.propagation, "seg_probe": d.seg_probe}
     meta: dict[str, Any] = {"dataset": d.dataset, **dataclasses.asdict(section[name])}
+    if name == "segment_retrieval":
+        meta["masks"] = retrieval_masks(d.retrieval.masks, d.dataset)
     if d.dataset == "world":
         meta.update(
             world_preset=ctx.cfg.world_preset,
