@@ -478,7 +478,9 @@ def test_cli_dense_evaluations_on_voc_and_davis(tiny_run, tmp_path, capsys):
     results = json.loads((run_dir / "results.json").read_text())
     r = results["segment_retrieval_voc"]["model"]
     assert r["bank_size"] == 4 and r["val_images"] == 4 and "miou_7cls" in r
-    assert results["_meta"]["segment_retrieval_voc"]["masks"] == "gt"  # auto: MaskContrast's one mask per image
+    assert (
+        results["_meta"]["segment_retrieval_voc"]["masks"] == "gt"
+    )  # auto: MaskContrast's one mask per image
     # val = train, so every query finds itself: each object gets its own class, the mask is the ground truth
     assert r["miou"] == pytest.approx(100.0) and set(r["iou"]) == {"background", *VOC_CLASSES}
     assert 0 <= results["seg_probe_voc"]["model"]["miou"] <= 100
