@@ -28,3 +28,15 @@ def test_moco_v2_preset_is_the_papers_recipe():
     assert (m.queue_size, m.momentum, m.temperature) == (65536, 0.999, 0.2)
     assert (cfg.batch_size, cfg.epochs, cfg.optim.base_lr, cfg.optim.weight_decay) == (256, 200, 0.03, 1e-4)
     assert cfg.optim.schedule == "cosine"
+
+
+def test_train_quickstart_is_the_quick_starts_training():
+    """`invarlab train` (preset quickstart) and `make demo` (configs/quickstart.yaml) train the same model."""
+    from omegaconf import OmegaConf
+
+    from invarlab.cli_eval import load_run_config
+
+    alone, in_run = load_train_config(["quickstart"], None), load_run_config([], None).train
+    assert OmegaConf.to_container(OmegaConf.structured(alone)) == OmegaConf.to_container(
+        OmegaConf.structured(in_run)
+    )
