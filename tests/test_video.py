@@ -389,3 +389,43 @@ def test_unsupervised_tracks_stay_on_their_world_object(tmp_path) -> None:
         if spec.kind == "region":
             ends = [b for v, t, b in survivors if (v, t) == (spec.video, spec.t)]
             assert any(np.allclose(spec.box2, b) for b in ends), spec
+
+
+def test_region_yield_counts_the_region_draws_that_found_a_track(tmp_path, caplog) -> None:
+    from invarlab.methods import MethodConfig, build_method
+
+    world = world_clips(tmp_path)
+    frames = world_clip_frames(world)
+    gt = FramePairs(frames, 1, 3, seed=0, region_fraction=1.0, regions=RegionConfig("gt", min_box=4))
+    assert gt.region_yield() == (len(gt), len(gt))  # every draw asks, and both objects stay in view
+    half = FramePairs(frames, 1, 3, seed=0, region_fraction=0.5, regions=RegionConfig("gt", min_box=4))
+    kinds = [half.sample_pair(i).kind for i in range(len(half))]
+    assert half.region_yield() == (kinds.count("region"), kinds.count("region"))
+    # a blank video: the unsupervised proposals find nothing, so every region draw falls back to frames
+    folder = tmp_path / "vids" / "blank"
+    folder.mkdir(parents=True)
+    for t in range(6):
+        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(folder / f"{t:03d}.png")
+    blank = VideoFrames([FrameFolderVideo(folder)], image_size=32)
+    unsup = FramePairs(blank, 1, 2, seed=0, region_fraction=1.0, regions=RegionConfig("unsup", "edges"))
+    assert unsup.region_yield() == (0, len(unsup))
+    assert all(unsup.sample_pair(i).kind == "frame" for i in range(len(unsup)))
+    # the method says so in the training log
+    method = build_method(
+        MethodConfig(
+            name="region_tracker",
+            width=0.125,
+            stem="cifar",
+            view_size=16,
+            temporal_gap_min=1,
+            temporal_gap_max=3,
+            temporal_tracks="gt",
+            temporal_region_fraction=1.0,
+            temporal_min_box=4,
+            queue_size=16,
+        ),
+        4,
+    )
+    with caplog.at_level("INFO", logger="invarlab.train"):
+        method.prepare_train_set(world, seed=0)
+    assert f"{len(gt)} of {len(gt)} region draws" in caplog.text

@@ -128,17 +128,21 @@ class FramePairs(Dataset):
     def _rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(i)])
 
-    def sample_pair(self, i: int, frames: dict[int, np.ndarray] | None = None) -> PairSpec:
-        """The pair sample ``i`` of the current epoch draws (``frames`` caches decoded native frames by number)."""
+    def _draw(self, i: int) -> tuple[int, int, int, bool, np.random.Generator]:
+        """Sample ``i``'s video, query frame, key frame, whether it asks for a region pair, and its generator."""
         pos = int(self.anchors[i])
         v, t = int(self.frames.video_of[pos]), int(self.frames.frame_of[pos])
-        video = self.frames.videos[v]
         rng = self._rng(i)
-        hi = min(self.gap_max, video.num_frames - 1 - t)
+        hi = min(self.gap_max, self.frames.videos[v].num_frames - 1 - t)
         t2 = t + int(rng.integers(self.gap_min, hi + 1))
-        use_region = rng.random() < self.region_fraction
+        return v, t, t2, bool(rng.random() < self.region_fraction), rng
+
+    def sample_pair(self, i: int, frames: dict[int, np.ndarray] | None = None) -> PairSpec:
+        """The pair sample ``i`` of the current epoch draws (``frames`` caches decoded native frames by number)."""
+        v, t, t2, use_region, rng = self._draw(i)
         if not use_region:
             return PairSpec(v, t, t2)
+        video = self.frames.videos[v]
         found = self._gt_region(video, t, t2, rng) if self.regions.tracks == "gt" else None
         if self.regions.tracks == "unsup":
             found = self._unsup_region(video, t, t2, rng, frames)
@@ -146,6 +150,13 @@ class FramePairs(Dataset):
             return PairSpec(v, t, t2)
         track, box, box2 = found
         return PairSpec(v, t, t2, "region", track, tuple(map(float, box)), tuple(map(float, box2)))
+
+    def region_yield(self, probes: int = 64) -> tuple[int, int]:
+        """``(found, asked)`` over the first ``probes`` samples of the current epoch: how many of the draws that
+        asked for a region pair got one. The others fall back to the frame pair (no common track, no proposal,
+        or every track lost), so ``found / asked`` is the region share the training really sees."""
+        asking = [i for i in range(min(probes, len(self))) if self._draw(i)[3]]
+        return sum(self.sample_pair(i).kind == "region" for i in asking), len(asking)
 
     def _gt_region(self, video, t: int, t2: int, rng: np.random.Generator):
         boxes, ids = video.tracks(t)

@@ -18,6 +18,8 @@ region) ``t`` then ``t + Δ``.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -30,6 +32,9 @@ from invarlab.methods.base import MethodConfig, StepOutput
 from invarlab.methods.moco import MoCo
 
 __all__ = ["FrameTemporal", "RegionTracker", "as_video_frames"]
+
+
+log = logging.getLogger("invarlab.train")
 
 
 def as_video_frames(dataset: Dataset, method: str = "frame_temporal") -> VideoFrames:
@@ -68,10 +73,11 @@ class FrameTemporal(MoCo):
         return None
 
     def prepare_train_set(self, dataset: Dataset, seed: int) -> Dataset:
-        """The pairs this method trains on, drawn from ``dataset``'s videos with ``seed``."""
+        """The pairs this method trains on, drawn from ``dataset``'s videos with ``seed``. With region pairs,
+        logs how many region draws of a 64-sample probe found a track (the rest train on frame pairs)."""
         frames = as_video_frames(dataset, self.name)
         cfg = self.cfg
-        return FramePairs(
+        pairs = FramePairs(
             frames,
             cfg.temporal_gap_min,
             cfg.temporal_gap_max,
@@ -79,6 +85,19 @@ class FrameTemporal(MoCo):
             self.region_fraction(),
             self.region_config(),
         )
+        if pairs.region_fraction > 0:
+            found, asked = pairs.region_yield()
+            log.info(
+                "%s: %d of %d region draws in the first %d samples found a %s track; the other %d use the "
+                "frame pair",
+                self.name,
+                found,
+                asked,
+                min(64, len(pairs)),
+                {"gt": "ground-truth", "unsup": "tracked unsupervised"}.get(pairs.regions.tracks, "usable"),
+                asked - found,
+            )
+        return pairs
 
     def make_views(self, images: Tensor, generator: torch.Generator | None, n_views: int) -> list[Tensor]:
         """For a pair batch ``(B, 2, 3, H, W)``: one MoCo v2 view of each frame (query from frame ``t``, key
