@@ -267,14 +267,17 @@ def test_pirl_trains_through_the_trainer(tmp_path) -> None:
     assert {"loss_jigsaw", "loss_image", "h_pos_jigsaw", "acc_image", "log_z"} <= set(result.metrics)
 
 
-def test_pirl_resumes_bit_identically(tmp_path) -> None:
-    """Memory bank, partition estimate and negative draws continue exactly after a restart."""
+@pytest.mark.parametrize("bank_init", ["random", "embed"])
+def test_pirl_resumes_bit_identically(tmp_path, bank_init) -> None:
+    """Memory bank, partition estimate and negative draws continue exactly after a restart. With
+    ``pirl_bank_init=embed`` the resumed run's own initial embeddings (another init) must not replace the bank
+    of the checkpoint: the trainer calls the hook before it loads the checkpoint."""
 
     def run(run_dir, stop_at=None, seed_model=0):
         torch.manual_seed(seed_model)
         cfg = TrainConfig(batch_size=8, steps=4, amp="none", run_dir=str(run_dir), device="cpu", seed=1)
         cfg.log.tensorboard, cfg.log.progress, cfg.knn.every_epochs, cfg.checkpoint.every = False, False, 0, 2
-        method = build_method(_pirl_cfg())
+        method = build_method(_pirl_cfg(pirl_bank_init=bank_init))
         Trainer(cfg, method, Shapes(24)).fit(stop_at=stop_at)
         return method
 
@@ -284,3 +287,80 @@ def test_pirl_resumes_bit_identically(tmp_path) -> None:
     a, b = full.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert "memory.bank" in a and torch.isfinite(a["log_z"])
+
+
+# ------------------------------------------------------------------------------------------- bank init
+def _oracle_embeddings(method: PIRL, images: torch.Tensor, chunks: list[int], bn_train: bool = True):
+    """f(I) computed another way: torch's antialiased bilinear resize of the whole image to the view size,
+    ImageNet normalisation by hand, then backbone and head over consecutive chunks of the given sizes."""
+    x = torch.nn.functional.interpolate(
+        images.float() / 255, size=(16, 16), mode="bilinear", antialias=True, align_corners=False
+    )
+    mean = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    x = (x - mean) / std
+    method.train(bn_train)
+    with torch.no_grad():
+        out = [torch.nn.functional.normalize(method.head(method.backbone(c)), dim=1) for c in x.split(chunks)]
+    return torch.cat(out)
+
+
+def test_bank_init_embed_holds_each_images_initial_embedding() -> None:
+    import copy
+
+    data = Shapes(24)
+    torch.manual_seed(0)
+    method = build_method(_pirl_cfg(pirl_bank_init="embed"))
+    method.eval()  # the hook must restore whatever modes it found
+    oracle = copy.deepcopy(method)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    method.prepare_train_set(data, seed=0)
+    bank = method.memory.bank
+    expected = _oracle_embeddings(copy.deepcopy(oracle), data.images, [24])  # 24 < 256: one batch
+    torch.testing.assert_close(bank, expected, atol=1e-5, rtol=1e-5)
+    # Running statistics and counters untouched, modes restored: training starts as with random init.
+    after = method.state_dict()
+    assert before.keys() == {k for k in after if not k.startswith("memory.")}
+    for k in before:  # log_z is NaN until the first step
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, equal_nan=True)
+    assert not any(m.training for n, m in method.named_modules() if not n.startswith("memory"))
+    # Smaller batches: 3 chunks of 8 in index order; train-mode batch norm makes the rows batch-dependent,
+    # and eval mode (default running statistics) would give other rows again.
+    m3 = copy.deepcopy(oracle)
+    m3.prepare_train_set(data, seed=0)  # bank sized and filled with the 256 batch; now refill with batch 10
+    m3.init_bank_from_embeddings(data, batch_size=10)
+    chunked = _oracle_embeddings(copy.deepcopy(oracle), data.images, [8, 8, 8])
+    torch.testing.assert_close(m3.memory.bank, chunked, atol=1e-5, rtol=1e-5)
+    assert (chunked - expected).abs().max() > 1e-3
+    evaluated = _oracle_embeddings(copy.deepcopy(oracle), data.images, [24], bn_train=False)
+    assert (evaluated - expected).abs().max() > 1e-3
+    # Split batch norm: each chunk (12 images, not divisible by 5 splits) is normalised as a whole.
+    torch.manual_seed(0)
+    split = build_method(_pirl_cfg(pirl_bank_init="embed", bn_splits=5))
+    torch.manual_seed(0)
+    plain = build_method(_pirl_cfg())
+    split.prepare_train_set(Shapes(4), seed=0)  # sizes nothing useful; the call below fills rows 0-23
+    split.memory = MemoryBank(24, 16, 0.5)
+    split.init_bank_from_embeddings(data, batch_size=20)
+    halves = _oracle_embeddings(plain, data.images, [12, 12])
+    torch.testing.assert_close(split.memory.bank, halves, atol=1e-5, rtol=1e-5)
+
+
+def test_bank_init_random_keeps_seeded_unit_vectors() -> None:
+    data = Shapes(24)
+    torch.manual_seed(0)
+    method = build_method(_pirl_cfg())
+    assert method.cfg.pirl_bank_init == "random"
+    method.prepare_train_set(data, seed=5)
+    g = torch.Generator().manual_seed(5)
+    torch.testing.assert_close(
+        method.memory.bank, torch.nn.functional.normalize(torch.randn(24, 16, generator=g))
+    )
+    # A bank larger than the data: embed fills the data's rows only, the rest stay the random unit vectors.
+    torch.manual_seed(0)
+    big = build_method(_pirl_cfg(pirl_bank_init="embed", pirl_bank_size=30))
+    random_rows = big.memory.bank.clone()
+    big.prepare_train_set(data, seed=5)
+    assert torch.equal(big.memory.bank[24:], random_rows[24:])
+    assert not torch.allclose(big.memory.bank[:24], random_rows[:24])
+    torch.testing.assert_close(big.memory.bank.norm(dim=1), torch.ones(30))

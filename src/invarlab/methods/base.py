@@ -146,6 +146,12 @@ class MethodConfig:
         32000, "PIRL: negatives N drawn from the memory bank per step", range=(1, 2**24)
     )
     pirl_bank_size: int = opt(0, "PIRL: memory bank rows; 0 = the training set's size", range=(0, 2**31 - 1))
+    pirl_bank_init: str = opt(
+        "random",
+        "PIRL: bank rows start as random unit vectors (paper, VISSL) or as each image's embedding f(I) by the "
+        "initial network (embed; docs/pirl.md)",
+        choices=("random", "embed"),
+    )
     pirl_normalizer: str = opt(
         "estimate",
         "PIRL: NCE partition Z estimated at the first step (Wu et al.) or none (Z = 1)",

@@ -19,6 +19,9 @@ batch of images ``I`` with their rows ``i`` in the memory bank:
 
 5. the bank rows of the batch are moved towards ``f(v_I)``: ``m_I ← normalize(μ m_I + (1 − μ) f(v_I))``
    (:func:`memory_bank_update`), after the loss used the old rows.
+
+The bank starts as random unit vectors (the paper, VISSL) or, with ``pirl_bank_init=embed``, as every image's
+embedding by the initial network (:meth:`PIRL.init_bank_from_embeddings`).
 """
 
 from __future__ import annotations
@@ -27,19 +30,23 @@ import dataclasses
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from invarlab.distributed import concat_all_gather, convert_to_split_bn
+from invarlab.data.collate import collate_uint8
+from invarlab.distributed import SplitBatchNorm2d, concat_all_gather, convert_to_split_bn, is_distributed
 from invarlab.errors import ConfigError, DataError
 from invarlab.methods.base import Method, MethodConfig, StepOutput
 from invarlab.nets.heads import ProjectionHead
 from invarlab.views.jigsaw import jigsaw_views
+from invarlab.views.ops import normalize, resized_crop, to_float
 
 __all__ = ["PIRL", "MemoryBank", "memory_bank_update", "pirl_info_nce", "pirl_nce"]
 
 GRID = 3  # the jigsaw's 3 x 3 grid
+BANK_INIT_BATCH = 256  # pirl_bank_init=embed: largest batch of the initial pass (train-mode batch norm)
 
 
 def memory_bank_update(rows: Tensor, features: Tensor, momentum: float) -> Tensor:
@@ -178,7 +185,10 @@ class PIRL(Method):
         self.register_buffer("log_z", torch.tensor(float("nan")))
 
     def prepare_train_set(self, dataset: Dataset, seed: int) -> Dataset:
-        """Size the memory bank to the training set (unless ``pirl_bank_size`` fixed it); data unchanged."""
+        """Size the memory bank to the training set (unless ``pirl_bank_size`` fixed it) and, with
+        ``pirl_bank_init=embed``, fill its rows with the initial network's embeddings; data unchanged.
+
+        The Trainer calls this once, before it loads a checkpoint, so a resumed run still gets the saved bank."""
         n = len(dataset)  # type: ignore[arg-type]
         if self.memory is None:
             g = torch.Generator().manual_seed(seed)
@@ -188,7 +198,67 @@ class PIRL(Method):
                 f"method.pirl_bank_size={self.memory.size} is smaller than the training set ({n} images): "
                 "set it to 0 (sized from the data) or to at least the number of training images"
             )
+        if self.cfg.pirl_bank_init == "embed":
+            self.init_bank_from_embeddings(dataset)
         return dataset
+
+    def plain_view(self, images: Tensor) -> Tensor:
+        """The un-augmented view of uint8 ``images``: the whole image resized (bilinear, antialiased, the views'
+        resampling) to ``view_size`` and normalised with the view recipe's mean and std."""
+        x = to_float(images)
+        h, w = x.shape[-2:]
+        box = torch.tensor([[0, 0, h, w]], dtype=torch.float32).expand(x.shape[0], 4)
+        x = resized_crop(x, box, self.cfg.view_size)
+        vc = self.view_config
+        return normalize(x, vc.mean, vc.std) if vc.mean is not None and vc.std is not None else x
+
+    @torch.no_grad()
+    def init_bank_from_embeddings(self, dataset: Dataset, batch_size: int = BANK_INIT_BATCH) -> None:
+        """Bank row ``i`` ← ``f(I_i) = normalize(head(φ(plain_view(I_i))))`` by the current (initial) network.
+
+        Batch norm runs in training mode, as in every training step: at initialisation the running statistics
+        are the defaults (mean 0, variance 1), so eval mode would feed un-normalised activations through the
+        network. The images go in index order in ``ceil(n / batch_size)`` consecutive chunks of near-equal size
+        (``torch.tensor_split``), so no chunk is tiny; split batch norm normalises each chunk as a whole.
+        Running statistics, ``num_batches_tracked`` and every module's train/eval mode are restored: training
+        starts from the same state as with ``random``. Under DDP rank 0 computes the rows and broadcasts them,
+        so every rank holds the same bank. Rows past the data set (``pirl_bank_size`` > n) stay random.
+        """
+        assert self.memory is not None
+        n = len(dataset)  # type: ignore[arg-type]
+        bank = self.memory.bank
+        rows = torch.empty(n, self.memory.dim, dtype=bank.dtype, device=bank.device)
+        if not is_distributed() or dist.get_rank() == 0:
+            rows.copy_(self._embed_all(dataset, n, batch_size))
+        if is_distributed() and dist.get_world_size() > 1:
+            # nccl moves only CUDA tensors; the Trainer calls this before moving the method to its device
+            dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+            buf = rows.to(dev) if dev is not None else rows
+            dist.broadcast(buf, 0)
+            rows = buf.to(bank.device)
+        bank[:n] = rows
+
+    def _embed_all(self, dataset: Dataset, n: int, batch_size: int) -> Tensor:
+        modes = [(m, m.training) for m in self.modules()]
+        buffers = [(b, b.clone()) for m in (self.backbone, self.head) for b in m.buffers()]
+        splits = [(m, m.num_splits) for m in self.modules() if isinstance(m, SplitBatchNorm2d)]
+        device = next(self.head.parameters()).device
+        chunks = [c.tolist() for c in torch.arange(n).tensor_split(max(1, math.ceil(n / batch_size)))]
+        out = []
+        try:
+            self.train()
+            for m, _ in splits:
+                m.num_splits = 1
+            for images, _, _ in DataLoader(dataset, batch_sampler=chunks, collate_fn=collate_uint8):
+                out.append(self.embed_image(self.plain_view(images.to(device))).float())
+        finally:
+            for m, was in modes:
+                m.training = was
+            for b, saved in buffers:
+                b.copy_(saved)
+            for m, s in splits:
+                m.num_splits = s
+        return torch.cat(out)
 
     def embed_image(self, x: Tensor) -> Tensor:
         """``f(v_I) = normalize(head(φ(x)))``."""
