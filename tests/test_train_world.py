@@ -23,6 +23,7 @@ def test_moco_v2_on_a_tiny_world_lowers_its_loss_and_beats_chance(tmp_path):
             f"run_dir={tmp_path / 'run'}",
             "data.world_preset=tiny",
             "data.world_dataset=object_centric",
+            "data.world_monitor_dataset=",  # the tiny world has no eval_test; monitor on the held-out fraction
             f"data.world_overrides=[cache_dir={tmp_path / 'cache'},world.render.resolution=32,"
             f'datasets.object_centric.num_images=400,"datasets.object_centric.categories={CATEGORIES}"]',
             "data.held_out_fraction=0.2",
