@@ -54,6 +54,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def steady_batches(
+    dataset: Dataset, batch: int, steps: int, workers: int, generator: torch.Generator, device: torch.device
+) -> Iterator:
+    """An iterator over ``steps`` random batches, past the first batch of each worker (which arrives while the
+    worker starts, so it is not steady state)."""
+    sampler = RandomSampler(dataset, num_samples=batch * (steps + workers), generator=generator)
+    loader = DataLoader(dataset, batch, sampler=sampler, num_workers=workers, drop_last=True,
+                        pin_memory=device.type == "cuda")  # fmt: skip
+    batches = iter(loader)
+    for _ in range(workers):
+        next(batches)
+    return batches
+
+
 class Profile:
     """Seconds per named part over the profiled steps; each part synchronises the device before and after."""
 
@@ -266,15 +280,9 @@ class LightlySide:
 
     def block(self, steps: int, prof: Profile | None = None) -> float:
         prof = prof or Profile(self.device, enabled=False)
-        skip = self.workers  # the first batch of each worker comes while it starts: not steady state
-        sampler = RandomSampler(
-            self.dataset, num_samples=self.case.batch * (steps + skip), generator=self.generator
+        batches = steady_batches(
+            self.dataset, self.case.batch, steps, self.workers, self.generator, self.device
         )
-        loader = DataLoader(self.dataset, self.case.batch, sampler=sampler, num_workers=self.workers,
-                            drop_last=True, pin_memory=self.device.type == "cuda")  # fmt: skip
-        batches = iter(loader)
-        for _ in range(skip):
-            next(batches)
         sync(self.device)
         start = time.perf_counter()
         for _ in range(steps):

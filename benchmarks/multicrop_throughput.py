@@ -44,7 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from invarlab.methods import MethodConfig, build_method, moco_p2
@@ -53,7 +53,7 @@ from invarlab.train.config import DataConfig, TrainConfig
 from invarlab.train.loop import Trainer
 from invarlab.train.util import resolve_amp
 from invarlab.views.multicrop import MultiCropViews
-from moco_sides import PilImages, sync
+from moco_sides import PilImages, steady_batches, sync
 from torchvision_compat import import_lightly
 
 import_lightly()
@@ -185,15 +185,9 @@ class LightlyLine:
         return views
 
     def block(self, steps: int, views_s: list[float] | None = None) -> float:
-        skip = self.workers  # each worker's first batch comes while it starts: not steady state
-        sampler = RandomSampler(
-            self.dataset, num_samples=self.case.batch * (steps + skip), generator=self.generator
+        batches = steady_batches(
+            self.dataset, self.case.batch, steps, self.workers, self.generator, self.device
         )
-        loader = DataLoader(self.dataset, self.case.batch, sampler=sampler, num_workers=self.workers,
-                            drop_last=True, pin_memory=self.device.type == "cuda")  # fmt: skip
-        batches = iter(loader)
-        for _ in range(skip):
-            next(batches)
         pending: list[MultiCropViews] = []
         original = moco_p2.multicrop_views
         moco_p2.multicrop_views = lambda images, config, generator: pending.pop()

@@ -54,6 +54,18 @@ def memory_bank_update(rows: Tensor, features: Tensor, momentum: float) -> Tenso
     return F.normalize(momentum * rows + (1.0 - momentum) * features.to(rows.dtype), dim=1)
 
 
+def _loss_inputs(query: Tensor, anchor: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``query``, ``anchor`` ``(B, D)`` and ``negatives`` ``(N, D)`` checked and promoted to at least float32."""
+    if query.shape != anchor.shape or query.ndim != 2:
+        raise ValueError(
+            f"query and anchor must both be (B, D), got {tuple(query.shape)}, {tuple(anchor.shape)}"
+        )
+    if negatives.ndim != 2 or negatives.shape[1] != query.shape[1]:
+        raise ValueError(f"negatives must be (N, {query.shape[1]}), got {tuple(negatives.shape)}")
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    return query.to(dtype), anchor.to(dtype), negatives.to(dtype)
+
+
 def pirl_nce(
     query: Tensor,
     anchor: Tensor,
@@ -78,14 +90,7 @@ def pirl_nce(
     draws negatives from D excluding I). ``−log σ(x)`` and ``−log(1 − σ(x))`` are taken as softplus for
     stability. Logits are float32 also under autocast.
     """
-    if query.shape != anchor.shape or query.ndim != 2:
-        raise ValueError(
-            f"query and anchor must both be (B, D), got {tuple(query.shape)}, {tuple(anchor.shape)}"
-        )
-    if negatives.ndim != 2 or negatives.shape[1] != query.shape[1]:
-        raise ValueError(f"negatives must be (N, {query.shape[1]}), got {tuple(negatives.shape)}")
-    dtype = torch.promote_types(query.dtype, torch.float32)
-    q, a, u = query.to(dtype), anchor.to(dtype), negatives.to(dtype)
+    q, a, u = _loss_inputs(query, anchor, negatives)
     with torch.autocast(q.device.type, enabled=False):
         pos = (q * a).sum(dim=1) / temperature - log_noise
         neg = q @ u.T / temperature - log_noise
@@ -104,14 +109,7 @@ def pirl_info_nce(
 
     Shapes as in :func:`pirl_nce`; no partition estimate is needed. Logits are float32 also under autocast.
     """
-    if query.shape != anchor.shape or query.ndim != 2:
-        raise ValueError(
-            f"query and anchor must both be (B, D), got {tuple(query.shape)}, {tuple(anchor.shape)}"
-        )
-    if negatives.ndim != 2 or negatives.shape[1] != query.shape[1]:
-        raise ValueError(f"negatives must be (N, {query.shape[1]}), got {tuple(negatives.shape)}")
-    dtype = torch.promote_types(query.dtype, torch.float32)
-    q, a, u = query.to(dtype), anchor.to(dtype), negatives.to(dtype)
+    q, a, u = _loss_inputs(query, anchor, negatives)
     with torch.autocast(q.device.type, enabled=False):
         pos = (q * a).sum(dim=1, keepdim=True) / temperature
         neg = q @ u.T / temperature
