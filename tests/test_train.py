@@ -174,6 +174,29 @@ def test_lars_trust_ratio_hand_example():
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
+def test_grad_clip_scales_the_step_to_the_limit(tmp_path):
+    """Oracle: the gradient of the whole-batch loss computed here by hand, clipped to the limit by its norm;
+    one plain SGD step (no momentum, decay or warm-up) must move the parameters by exactly lr * that."""
+    data = Blobs(40)
+    cfg = make_config(tmp_path, batch_size=40, steps=1, amp="none")
+    cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.warmup_steps = 0.0, 0.0, 0
+    cfg.optim.schedule, cfg.optim.grad_clip, cfg.knn.every_epochs = "constant", 1e-3, 0
+    method = fresh_method(norm=False)
+    start = [p.detach().clone() for p in method.parameters()]
+    reference = fresh_method(norm=False)
+    reference.training_step(data.images, data.labels, torch.Generator()).loss.backward()
+    grads = [p.grad for p in reference.parameters()]
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+    assert norm > 1e-2  # so the limit below really clips
+    trainer = Trainer(cfg, method, data)
+    trainer.fit()
+    for p0, p1, g in zip(start, method.parameters(), grads, strict=True):
+        expected = p0 - trainer.peak_lr * g * (1e-3 / norm)
+        assert torch.allclose(p1.detach(), expected.float(), atol=1e-7)
+    logged = [r["train/grad_norm"] for r in read_metrics(tmp_path) if "train/grad_norm" in r]
+    assert logged == [pytest.approx(float(norm), rel=1e-4)]
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     first = atomic_save({"step": 1, "w": torch.arange(4.0)}, ck.checkpoint_path(tmp_path, 1))
     real_save = torch.save

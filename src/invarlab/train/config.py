@@ -117,6 +117,12 @@ class OptimConfig:
         choices=("cosine", "constant"),
     )
     min_lr_ratio: float = opt(0.0, "final lr of the cosine as a fraction of the peak lr", range=(0.0, 1.0))
+    grad_clip: float = opt(
+        0.0,
+        "clip the global L2 norm of the gradients to this value before each step and log the unclipped norm "
+        "as grad_norm (0 = off)",
+        range=(0.0, None),
+    )
 
 
 @dataclass

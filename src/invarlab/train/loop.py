@@ -353,16 +353,30 @@ class Trainer:
                 "from that checkpoint)."
             )
         self.optimizer.zero_grad(set_to_none=True)
+        metrics = dict(metrics)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            self._clip_gradients(metrics)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            self._clip_gradients(metrics)
             self.optimizer.step()
         self.method.on_after_optimizer_step(t, self.total_steps)
         self.step = t + 1
-        return float(loss.detach()), dict(metrics), lr
+        return float(loss.detach()), metrics, lr
+
+    def _clip_gradients(self, metrics: dict[str, float]) -> None:
+        """With ``optim.grad_clip > 0``: scale the gradients so their global L2 norm is at most that value
+        (after DDP's all-reduce, so every rank clips alike) and record the norm before clipping."""
+        limit = self.cfg.optim.grad_clip
+        if limit > 0:
+            params = [
+                p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None
+            ]
+            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, limit))
 
     def run_monitor(self) -> float | None:
         """Weighted-kNN top-1 accuracy (percent) on the held-out set; None when there is none. Rank 0 only."""
