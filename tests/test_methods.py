@@ -88,10 +88,14 @@ def test_tiny_moco_trains_fills_its_queue_and_follows_the_momentum_rule() -> Non
     )
 
 
-def test_moco_step_loss_is_the_paper_loss_of_its_own_queries_and_keys() -> None:
+@pytest.mark.parametrize("head_bn", [False, True])
+def test_moco_step_loss_is_the_paper_loss_of_its_own_queries_and_keys(head_bn: bool) -> None:
     torch.manual_seed(0)
-    method = MoCo(MethodConfig(queue_size=64, **TINY))
+    method = MoCo(MethodConfig(queue_size=64, proj_batch_norm=head_bn, **TINY))
     assert method.queue.is_full  # official initialisation: random unit keys
+    kinds = [type(m).__name__ for m in method.head_momentum]
+    assert kinds == (["Linear", "BatchNorm1d", "ReLU", "Linear"] if head_bn else ["Linear", "ReLU", "Linear"])
+    assert (method.head[0].bias is None) == head_bn  # the BN shift replaces the hidden bias
     images = _images(8, 5)
     negatives = method.queue.features.clone()
     out = method.training_step(images, None, torch.Generator().manual_seed(7))

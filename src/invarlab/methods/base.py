@@ -55,6 +55,11 @@ class MethodConfig:
         None, "hidden width of the projection head (null: backbone feature dim)"
     )
     proj_layers: int = opt(2, "linear layers in the projection head (1: MoCo v1's linear head)", range=(1, 8))
+    proj_batch_norm: bool = opt(
+        False,
+        "MoCo, LooC, PIRL: BatchNorm1d after each hidden layer of the projection head (SimCLR / MoCo v3 style; "
+        "SimCLR's head always has it)",
+    )
     temperature: float = opt(0.2, "softmax temperature tau of the contrastive loss", range=(1e-4, 100.0))
     queue_size: int = opt(65536, "MoCo: number of negative keys K in the queue", range=(1, 2**24))
     queue_init: str = opt(

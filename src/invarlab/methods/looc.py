@@ -166,7 +166,13 @@ class LooC(Method):
         self.temperature = cfg.temperature
         d = self.backbone.feature_dim
         self.heads = nn.ModuleList(
-            ProjectionHead(d, cfg.proj_dim, cfg.proj_hidden_dim, num_layers=cfg.proj_layers)
+            ProjectionHead(
+                d,
+                cfg.proj_dim,
+                cfg.proj_hidden_dim,
+                num_layers=cfg.proj_layers,
+                batch_norm=cfg.proj_batch_norm,
+            )
             for _ in range(self.num_spaces)
         )
         convert_to_split_bn(self.backbone, cfg.bn_splits)

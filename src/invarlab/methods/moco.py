@@ -81,7 +81,9 @@ class MoCo(Method):
         super().__init__(cfg)
         d = self.backbone.feature_dim
         self.temperature = cfg.temperature
-        self.head = ProjectionHead(d, cfg.proj_dim, cfg.proj_hidden_dim, num_layers=cfg.proj_layers)
+        self.head = ProjectionHead(
+            d, cfg.proj_dim, cfg.proj_hidden_dim, num_layers=cfg.proj_layers, batch_norm=cfg.proj_batch_norm
+        )
         convert_to_split_bn(self.backbone, cfg.bn_splits)
         # Copied after the BN conversion so the key encoder normalises per split too, and starts as θ_k = θ_q.
         self.backbone_momentum = momentum_copy(self.backbone)

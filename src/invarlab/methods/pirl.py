@@ -164,7 +164,9 @@ class PIRL(Method):
         super().__init__(cfg)
         d = self.backbone.feature_dim
         self.temperature = cfg.temperature
-        self.head = ProjectionHead(d, cfg.proj_dim, cfg.proj_hidden_dim, num_layers=cfg.proj_layers)
+        self.head = ProjectionHead(
+            d, cfg.proj_dim, cfg.proj_hidden_dim, num_layers=cfg.proj_layers, batch_norm=cfg.proj_batch_norm
+        )
         self.patch_head = nn.Linear(d, cfg.pirl_patch_dim)
         self.jigsaw_head = nn.Linear(GRID * GRID * cfg.pirl_patch_dim, cfg.proj_dim)
         convert_to_split_bn(self.backbone, cfg.bn_splits)
