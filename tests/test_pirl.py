@@ -181,11 +181,19 @@ def test_partition_is_estimated_once_from_the_jigsaw_scores() -> None:
         float(q[i] @ neg[k]) for i in range(4) for k in range(6)
     ]
     mean = sum(math.exp(s / 0.07) for s in scores) / len(scores)
-    c = method._log_noise(q, pos, neg, 6)
+    c = method._log_noise(q, pos, neg, 6, first_term=True)
     assert float(method.log_z) == pytest.approx(math.log(50 * mean), rel=1e-5)
     assert float(c) == pytest.approx(math.log(50 * mean) + math.log(6 / 50), rel=1e-5)
-    again = method._log_noise(unit(4, 16), unit(4, 16), unit(6, 16), 6)  # later steps: the same Z
+    again = method._log_noise(unit(4, 16), unit(4, 16), unit(6, 16), 6, first_term=True)  # later: the same Z
     assert float(again) == pytest.approx(float(c), rel=1e-6)
+    # running [ours]: every call re-estimates Z from its own query's scores by the same formula
+    running = build_method(_pirl_cfg(pirl_bank_size=50, pirl_normalizer="running"))
+    assert float(running._log_noise(q, pos, neg, 6, first_term=True)) == pytest.approx(float(c), rel=1e-5)
+    q2, pos2, neg2 = unit(4, 16), unit(4, 16), unit(6, 16)
+    mean2 = sum(math.exp(float(q2[i] @ v) / 0.07) for i in range(4) for v in [pos2[i], *neg2]) / 28
+    c2 = running._log_noise(q2, pos2, neg2, 6, first_term=False)
+    assert float(c2) == pytest.approx(math.log(mean2) + math.log(6), rel=1e-5)
+    assert float(running.log_z) == pytest.approx(math.log(50 * mean), rel=1e-5)  # log_z: the first term's
 
 
 # ------------------------------------------------------------------------------------------------ method

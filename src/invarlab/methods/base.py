@@ -159,8 +159,9 @@ class MethodConfig:
     )
     pirl_normalizer: str = opt(
         "estimate",
-        "PIRL: NCE partition Z estimated at the first step (Wu et al.) or none (Z = 1)",
-        choices=("estimate", "none"),
+        "PIRL: NCE partition Z estimated at the first step (Wu et al.), re-estimated per term at every step "
+        "(running), or none (Z = 1)",
+        choices=("estimate", "running", "none"),
     )
     pirl_patch_size: int = opt(64, "PIRL: side of each jigsaw patch in pixels", range=(4, 1024))
     pirl_jigsaw_scale: list[float] = opt(

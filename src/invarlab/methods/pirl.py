@@ -292,23 +292,38 @@ class PIRL(Method):
         return indices.to(self.memory.bank.device, torch.long)
 
     @torch.no_grad()
-    def _log_noise(self, g: Tensor, positives: Tensor, negatives: Tensor, n: int) -> Tensor:
-        """``c = log Z + log(N / |D|)``. With ``pirl_normalizer=estimate``, Z is fixed at the first step as in
-        Wu et al. and VISSL: ``Z = |D| · mean exp(s/τ)`` over the scores of the first term's query (the jigsaw
-        embedding) against its own row and the negatives (mean over ranks), so ``c = log mean + log N``."""
+    def _log_mean_exp(self, q: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+        """``log mean exp(s/τ)`` over ``q``'s scores against its own rows and the negatives, averaged over
+        ranks (the log of the mean of per-rank means), so every rank gets the same value."""
+        q = q.float()
+        pos = (q * positives.float()).sum(1, keepdim=True)
+        logits = torch.cat([pos, q @ negatives.float().T], dim=1) / self.temperature
+        local = (torch.logsumexp(logits.flatten(), 0) - math.log(logits.numel())).reshape(1)
+        ranks = concat_all_gather(local)
+        return torch.logsumexp(ranks, 0) - math.log(ranks.numel())
+
+    @torch.no_grad()
+    def _log_noise(self, q: Tensor, positives: Tensor, negatives: Tensor, n: int, first_term: bool) -> Tensor:
+        """``c = log Z + log(N / |D|)`` for the term whose query is ``q``, with ``Z = |D| · mean exp(s/τ)`` over
+        its scores against its own row and the negatives, so ``c = log mean exp(s/τ) + log N``:
+
+        * ``estimate`` (Wu et al., VISSL): Z is computed once, at the first step, from the first term's query
+          (the jigsaw embedding) and used for both terms from then on;
+        * ``running`` [ours]: each term's Z is computed again at every step from its own query's scores;
+        * ``none``: Z = 1, ``c = log(N / |D|)``.
+        """
         size = self.memory.size  # type: ignore[union-attr]
-        if self.cfg.pirl_normalizer == "none":
-            return torch.tensor(math.log(n / size), device=g.device)
+        norm = self.cfg.pirl_normalizer
+        if norm == "none":
+            return torch.tensor(math.log(n / size), device=q.device)
+        if norm == "running":
+            log_z = self._log_mean_exp(q, positives, negatives) + math.log(size)
+            if first_term:
+                self.log_z.copy_(log_z.reshape(()))
+            return log_z + math.log(n / size)
         if torch.isnan(self.log_z):
-            g = g.float()
-            pos = (g * positives.float()).sum(1, keepdim=True)
-            logits = torch.cat([pos, g @ negatives.float().T], dim=1) / self.temperature
-            local = (torch.logsumexp(logits.flatten(), 0) - math.log(logits.numel())).reshape(1)
-            # log of the mean over ranks of per-rank means: every rank then uses the same Z
-            ranks = concat_all_gather(local)
-            mean = torch.logsumexp(ranks, 0) - math.log(ranks.numel())
-            self.log_z.copy_(mean + math.log(size))
-        return self.log_z.to(g.device) + math.log(n / size)
+            self.log_z.copy_((self._log_mean_exp(q, positives, negatives) + math.log(size)).reshape(()))
+        return self.log_z.to(q.device) + math.log(n / size)
 
     def _term(
         self, q: Tensor, positives: Tensor, negatives: Tensor, c: Tensor | None, mask: Tensor
@@ -357,9 +372,12 @@ class PIRL(Method):
         positives = bank.bank[rows]
         mask = neg_idx[None, :] != rows[:, None]
         nce = self.cfg.pirl_loss == "nce"
-        c = self._log_noise(g, positives, negatives, n) if nce else None
-        loss_jig, h_jig, acc_jig = self._term(g, positives, negatives, c, mask)
-        loss_img, h_img, acc_img = self._term(f, positives, negatives, c, mask)
+        c_jig = self._log_noise(g, positives, negatives, n, first_term=True) if nce else None
+        c_img = c_jig
+        if nce and self.cfg.pirl_normalizer == "running":
+            c_img = self._log_noise(f, positives, negatives, n, first_term=False)
+        loss_jig, h_jig, acc_jig = self._term(g, positives, negatives, c_jig, mask)
+        loss_img, h_img, acc_img = self._term(f, positives, negatives, c_img, mask)
         lam = self.cfg.pirl_lambda
         loss = lam * loss_jig + (1 - lam) * loss_img
         bank.update(concat_all_gather(rows), concat_all_gather(f))
@@ -373,5 +391,7 @@ class PIRL(Method):
             )
         keys = ("loss", "loss_jigsaw", "loss_image", "h_pos_jigsaw", "h_pos_image", "acc_jigsaw", "acc_image")
         out = dict(zip(keys, values, strict=True))
-        out["log_z"] = float(self.log_z) if nce and self.cfg.pirl_normalizer == "estimate" else 0.0
+        out["log_z"] = float(self.log_z) if nce and self.cfg.pirl_normalizer != "none" else 0.0
+        if c_img is not None and c_img is not c_jig:
+            out["log_z_image"] = float(c_img) + math.log(bank.size / n)
         return StepOutput(loss, out)
