@@ -25,7 +25,7 @@ from PIL import Image
 import invarlab
 from invarlab.cli import main
 from invarlab.report import compare_runs, plots, write_report
-from invarlab.report.tables import corruption_rows, fewshot_table, fmt, probe_table
+from invarlab.report.tables import corruption_rows, corruption_severities, fewshot_table, fmt, probe_table
 from invarlab.results import record_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -438,6 +438,10 @@ def test_fmt_and_table_helpers():
     curves = corruption_rows({"per_corruption": {"a": [0.5, "nan"], "b": {"accuracy": [1, 2]}, "c": 3}})
     assert set(curves) == {"a", "b"} and curves["b"] == [1.0, 2.0]  # "c" has no curve: skipped
     assert curves["a"][0] == 0.5 and math.isnan(curves["a"][1])
+    # Curves are drawn at the severities the run evaluated, not at positions 1..n.
+    assert corruption_severities({"severities": [1, 3, 5]}, 3) == [1, 3, 5]
+    assert corruption_severities({"severities": [1, 3, 5]}, 2) == [1, 2]  # does not fit the curve: positions
+    assert corruption_severities(None, 5) == [1, 2, 3, 4, 5]
     table = fewshot_table(
         {"m": {"10way_1shot": {"mean": 1.5}, "5way_5shot": {"mean": 2.0, "ci95": 0.5}, "5way_1shot": 3}}
     )

@@ -20,6 +20,7 @@ from invarlab.report.tables import (
     INVARIANCE_FACTORS,
     PROBE_FACTORS,
     corruption_rows,
+    corruption_severities,
     probe_accuracy,
 )
 
@@ -289,7 +290,8 @@ def corruption_curves(rows: Rows) -> bytes | None:
             else:
                 accs = per[label].get(panel, [])
             clean = number((metrics or {}).get("clean"))
-            xs = [0, *range(1, len(accs) + 1)] if is_finite(clean) else list(range(1, len(accs) + 1))
+            severities = corruption_severities(metrics, len(accs))
+            xs = [0, *severities] if is_finite(clean) else severities
             ys = [clean, *accs] if is_finite(clean) else accs
             pts = [(x, y) for x, y in zip(xs, ys, strict=True) if is_finite(y)]
             if pts:

@@ -57,7 +57,7 @@ EVALUATIONS = (
     (
         "corruptions",
         "Corruption robustness",
-        "Accuracy on clean images and under each corruption at severities 1-5.",
+        "Accuracy on clean images and under each corruption, by severity (1 mildest, 5 strongest; 0 = clean).",
     ),
     (
         combined.DENSE,

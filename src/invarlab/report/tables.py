@@ -248,6 +248,15 @@ def corruption_rows(metrics: dict[str, Any] | None) -> dict[str, list[float | No
     return out
 
 
+def corruption_severities(metrics: dict[str, Any] | None, count: int) -> list[int]:
+    """The severities of ``count`` stored accuracies: the run's ``severities`` list when it has that length
+    (e.g. ``[1, 3, 5]`` for a quick evaluation), else ``1..count`` (results written before it was stored)."""
+    stored = (metrics or {}).get("severities")
+    if isinstance(stored, list) and len(stored) == count and all(isinstance(v, int) for v in stored):
+        return list(stored)
+    return list(range(1, count + 1))
+
+
 def corruption_summary_table(rows: dict[str, dict[str, Any] | None]) -> Table:
     """Clean and mean corrupted accuracy (and per family, when stored) per representation."""
     trimmed = {
