@@ -26,10 +26,8 @@ def step_gradients(channels_last: bool, dtype: torch.dtype) -> dict[str, torch.T
     images = torch.randint(
         0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
     )
-    make_views = method.make_views
-    method.make_views = lambda *a, **k: [
-        v.to(dtype) for v in make_views(*a, **k)
-    ]  # views are built in float32
+    make_views = method.make_views  # views are built in float32: cast them to the step's dtype
+    method.make_views = lambda *a, **k: [v.to(dtype) for v in make_views(*a, **k)]
     if channels_last:
         method = method.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)

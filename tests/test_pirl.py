@@ -248,6 +248,13 @@ def test_pirl_needs_rows_and_a_bank() -> None:
     out = ce.training_step(images, None, g, torch.tensor([0, 1, 2, 3]))
     assert torch.isnan(ce.log_z) and out.metrics["log_z"] == 0.0 and 0 < out.metrics["h_pos_image"] < 1
     assert out.metrics["loss_image"] > 0 and 0 <= out.metrics["acc_image"] <= 1
+    # NCE: estimate fixes Z at the first step; running re-estimates it (and the image term's own) every step.
+    for normalizer in ("estimate", "running"):
+        nce = build_method(_pirl_cfg(pirl_normalizer=normalizer))
+        nce.prepare_train_set(Shapes(8), seed=0)
+        steps = [nce.training_step(images, None, g, torch.tensor([0, 1, 2, 3])).metrics for _ in range(2)]
+        assert (steps[0]["log_z"] == steps[1]["log_z"]) == (normalizer == "estimate")
+        assert all(("log_z_image" in m) == (normalizer == "running") for m in steps)
 
 
 def test_pirl_trains_through_the_trainer(tmp_path) -> None:

@@ -372,10 +372,9 @@ class PIRL(Method):
         positives = bank.bank[rows]
         mask = neg_idx[None, :] != rows[:, None]
         nce = self.cfg.pirl_loss == "nce"
+        running = nce and self.cfg.pirl_normalizer == "running"  # the image term gets its own Z
         c_jig = self._log_noise(g, positives, negatives, n, first_term=True) if nce else None
-        c_img = c_jig
-        if nce and self.cfg.pirl_normalizer == "running":
-            c_img = self._log_noise(f, positives, negatives, n, first_term=False)
+        c_img = self._log_noise(f, positives, negatives, n, first_term=False) if running else c_jig
         loss_jig, h_jig, acc_jig = self._term(g, positives, negatives, c_jig, mask)
         loss_img, h_img, acc_img = self._term(f, positives, negatives, c_img, mask)
         lam = self.cfg.pirl_lambda
@@ -392,6 +391,6 @@ class PIRL(Method):
         keys = ("loss", "loss_jigsaw", "loss_image", "h_pos_jigsaw", "h_pos_image", "acc_jigsaw", "acc_image")
         out = dict(zip(keys, values, strict=True))
         out["log_z"] = float(self.log_z) if nce and self.cfg.pirl_normalizer != "none" else 0.0
-        if c_img is not None and c_img is not c_jig:
+        if running:
             out["log_z_image"] = float(c_img) + math.log(bank.size / n)
         return StepOutput(loss, out)

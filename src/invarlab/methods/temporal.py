@@ -35,6 +35,7 @@ __all__ = ["FrameTemporal", "RegionTracker", "as_video_frames"]
 
 
 log = logging.getLogger("invarlab.train")
+REGION_YIELD_PROBES = 64  # samples whose region draws prepare_train_set checks and logs
 
 
 def as_video_frames(dataset: Dataset, method: str = "frame_temporal") -> VideoFrames:
@@ -74,7 +75,8 @@ class FrameTemporal(MoCo):
 
     def prepare_train_set(self, dataset: Dataset, seed: int) -> Dataset:
         """The pairs this method trains on, drawn from ``dataset``'s videos with ``seed``. With region pairs,
-        logs how many region draws of a 64-sample probe found a track (the rest train on frame pairs)."""
+        logs how many region draws of the first ``REGION_YIELD_PROBES`` samples found a track (the rest train on
+        frame pairs)."""
         frames = as_video_frames(dataset, self.name)
         cfg = self.cfg
         pairs = FramePairs(
@@ -86,14 +88,14 @@ class FrameTemporal(MoCo):
             self.region_config(),
         )
         if pairs.region_fraction > 0:
-            found, asked = pairs.region_yield()
+            found, asked = pairs.region_yield(REGION_YIELD_PROBES)
             log.info(
                 "%s: %d of %d region draws in the first %d samples found a %s track; the other %d use the "
                 "frame pair",
                 self.name,
                 found,
                 asked,
-                min(64, len(pairs)),
+                min(REGION_YIELD_PROBES, len(pairs)),
                 {"gt": "ground-truth", "unsup": "tracked unsupervised"}.get(pairs.regions.tracks, "usable"),
                 asked - found,
             )
