@@ -539,3 +539,24 @@ def test_world_monitor_labels_by_its_own_category_column(tmp_path, monkeypatch):
     raw = np.asarray(monitor.rendered.meta["category_0"])
     expected = [train.classes.index(c) if c in train.classes else -1 for c in raw]
     assert monitor.labels.tolist() == expected
+
+
+def test_world_source_applies_class_subset_and_max_images(tmp_path, monkeypatch):
+    """data.classes (catalogue names) and data.max_images cut a world training source as they cut folders."""
+    from invarlab.train.api import build_datasets
+    from invarlab.train.config import DataConfig
+    from invarlab.world.catalog import CATEGORY_NAMES
+
+    monkeypatch.setenv("INVARLAB_CACHE", str(tmp_path))
+    base = {"source": "world", "world_preset": "tiny", "world_dataset": "object_centric"}
+    full, _ = build_datasets(DataConfig(**base, held_out_fraction=0), seed=0)
+    raw = np.asarray(full.rendered.meta["category_0"])
+    keep = sorted({int(c) for c in raw if c >= 0})[:2]
+    names = [CATEGORY_NAMES[c] for c in keep]
+    train, _ = build_datasets(DataConfig(**base, held_out_fraction=0, classes=names), seed=0)
+    assert sorted(set(train.labels.tolist())) == [full.classes.index(c) for c in keep]
+    assert len(train) == int(np.isin(raw, keep).sum())
+    small, _ = build_datasets(DataConfig(**base, held_out_fraction=0, max_images=5), seed=0)
+    assert len(small) == 5 and len(set(small.indices.tolist())) == 5
+    again, _ = build_datasets(DataConfig(**base, held_out_fraction=0, max_images=5), seed=0)
+    assert small.indices.tolist() == again.indices.tolist()

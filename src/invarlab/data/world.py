@@ -81,6 +81,16 @@ class WorldDataset(Dataset):
         return len(self.classes)
 
     @property
+    def class_names(self) -> list[str]:
+        """A name per class: the world catalogue's category name (``mug``, ...) when the label column is a
+        category, else the label value itself (so ``data.classes`` can select either way)."""
+        if "category" not in self.label_column:
+            return [str(c) for c in self.classes]
+        from invarlab.world.catalog import CATEGORY_NAMES
+
+        return [CATEGORY_NAMES[c] if 0 <= c < len(CATEGORY_NAMES) else str(c) for c in self.classes]
+
+    @property
     def labels(self) -> Tensor:
         """Labels of this dataset's samples, in order (``int64``, ``-1`` where the slot was empty)."""
         return torch.from_numpy(self._labels[self.indices])

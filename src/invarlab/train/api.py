@@ -59,7 +59,7 @@ def build_world_datasets(data: DataConfig, seed: int) -> tuple[WorldDataset, Wor
     _barrier()
     if rank != 0:
         rendered = render_datasets(preset)  # cache hits now
-    full = WorldDataset(rendered[data.world_dataset].dataset, label=data.label)
+    full = _sampled(WorldDataset(rendered[data.world_dataset].dataset, label=data.label), data)
     if data.world_monitor_dataset:
         # data.label, not the training set's resolved column: a cropped-box training set labels by
         # crop_category, an object-centric monitor set by category_0 - the same category ids.
@@ -112,7 +112,7 @@ def _sampled(full: Any, data: DataConfig) -> Any:
     try:
         idx = sample_indices(
             full.labels,
-            full.classes,
+            getattr(full, "class_names", full.classes),
             data.subset_seed,
             data.classes,
             data.imbalance,

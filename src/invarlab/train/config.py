@@ -79,7 +79,8 @@ class DataConfig:
     annotations: str = opt("", "coco, coco_boxes: instances JSON (annotations/instances_train2017.json)")
     min_box: int = opt(64, "coco_boxes: minimum box width and height in pixels", range=(1, None))
     classes: list[str] = opt(
-        [], "keep only these classes: names, glob patterns or (coco) supercategories; empty = all"
+        [],
+        "keep only these classes: names (world: catalogue category names), glob patterns or (coco) supercategories; empty = all",
     )
     imbalance: float = opt(
         1.0,
