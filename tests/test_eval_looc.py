@@ -74,7 +74,7 @@ def _eval_config(world: str, **kw) -> EvalConfig:
     cfg.knn.k = 10
     cfg.fewshot.shots, cfg.fewshot.trials, cfg.fewshot.queries = [1], 2, 2
     cfg.corruptions.names, cfg.corruptions.severities, cfg.corruptions.max_images = ["contrast"], [3], 12
-    cfg.sensitivity.rotation_images = 16
+    cfg.sensitivity.rotation_images = cfg.sensitivity.jitter_images = 16
     cfg.finegrained.shots, cfg.finegrained.trials = [2, 5], 2
     return cfg
 
@@ -116,8 +116,9 @@ def test_every_space_has_its_rows_in_results_json(looc_run):
     assert results["_meta"]["sensitivity"]["looc_layer"] == "hidden"
     for rep in ("model", *SPACES):
         sens = results["sensitivity"][rep]
-        assert set(sens) == {"rotation", "colour", "light_colour", "texture"}
+        assert set(sens) == {"rotation", "colour_jitter", "colour", "light_colour", "texture"}
         assert sens["rotation"]["chance"] == 25.0 and sens["rotation"]["n_test"] % 4 == 0
+        assert sens["colour_jitter"]["chance"] == 10.0 and sens["colour_jitter"]["n_test"] == 4 * 10
         fg = results["finegrained"][rep]
         assert fg["classes"] == 6 and set(fg["fewshot"]) == {"allway_2shot", "allway_5shot"}
 
@@ -148,6 +149,16 @@ def test_space_features_equal_looc_representations(looc_run):
         _ = EvalContext(
             ctx.run_dir, _eval_config(ctx.cfg.world_preset, representations=["z_texture"])
         ).representations
+
+
+def test_bad_jitter_strengths_name_the_key(looc_run):
+    from invarlab.eval.sensitivity import sensitivity
+
+    ctx, _ = looc_run
+    cfg = _eval_config(ctx.cfg.world_preset, representations=["model"])
+    cfg.sensitivity.probes, cfg.sensitivity.jitter_strengths = ["colour_jitter"], [0.4, 0.4, 0.4]
+    with pytest.raises(ConfigError, match=r"sensitivity\.jitter_strengths=\[0\.4, 0\.4, 0\.4\]"):
+        sensitivity(EvalContext(ctx.run_dir, cfg), "model")
 
 
 def test_knn_of_a_space_equals_the_function_on_the_heads_output(looc_run):
@@ -391,7 +402,8 @@ def test_report_shows_the_per_space_table_and_chart(looc_run, tmp_path):
         assert f'<td class="label">{label}</td>' in section, label
     for column in (
         "rotation probe",
-        "colour probe",
+        "colour transform probe",
+        "object hue probe",
         "texture probe",
         "kNN top-1",
         "few-shot",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from invarlab.config import opt
 
 __all__ = [
+    "AUGMENTATION_PROBES",
     "FINEGRAINED_DATASETS",
     "LOOC_EVALUATIONS",
     "SENSITIVITY_PROBES",
@@ -19,7 +20,8 @@ __all__ = [
 ]
 
 LOOC_EVALUATIONS = ("sensitivity", "finegrained")
-SENSITIVITY_PROBES = ("rotation", "colour", "light_colour", "texture")
+SENSITIVITY_PROBES = ("rotation", "colour_jitter", "colour", "light_colour", "texture")
+AUGMENTATION_PROBES = ("rotation", "colour_jitter")  # probes of transformed copies, not of world factors
 FINEGRAINED_DATASETS = ("world", "cub", "flowers")
 
 
@@ -41,16 +43,28 @@ class LoocEvalConfig:
 
 @dataclass
 class SensitivityConfig:
-    """Linear probes of what the augmentations change: rotation (4-way, of rotated copies), the object's
-    dominant hue, the light colour and the object's texture family (world metadata)."""
+    """Linear probes of what the augmentations change: rotation (4-way, of rotated copies), the colour transform
+    (10-way, of recoloured copies), the object's dominant hue, the light colour and the object's texture
+    family (world metadata)."""
 
     dataset: str = opt("probes", "object-centric world dataset of the probes (every factor recorded)")
     probes: list[str] = opt(list(SENSITIVITY_PROBES), f"which probes: {', '.join(SENSITIVITY_PROBES)}")
     rotation_images: int = opt(
         500, "images rotated by 0/90/180/270 (a fixed random subset when there are more)", range=(2, None)
     )
+    jitter_images: int = opt(
+        500,
+        "images shown in the 10 colour transforms (a fixed random subset when there are more)",
+        range=(2, None),
+    )
+    jitter_strengths: list[float] = opt(
+        [0.4, 0.4, 0.4, 0.1],
+        "colour_jitter: brightness, contrast, saturation, hue strengths whose range ends are the transforms",
+    )
     test_fraction: float = opt(
-        0.25, "share of groups (images for rotation, objects otherwise) held out", range=(0.01, 0.99)
+        0.25,
+        "share of groups (images for rotation / colour_jitter, objects otherwise) held out",
+        range=(0.01, 0.99),
     )
     hue_bins: int = opt(6, "hue bins of the colour probe (equal widths from red = 0°)", range=(2, 36))
     min_saturation: float = opt(

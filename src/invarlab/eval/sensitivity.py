@@ -11,6 +11,12 @@ recognising something it was trained on.
   the probe predicts ``r`` from ``f(rot_r(x))``. Groups are the source images, so the four copies of an image
   are all on one side. Chance is 25%. A representation invariant to quarter turns gives the same features
   for the four copies and scores exactly chance.
+* ``colour_jitter``: the analogue of ``rotation`` for LooC's colour augmentation: every image of a subset
+  is shown in :data:`JITTER_SETTINGS`' ten fixed colour transforms - unchanged, grayscale, and each
+  ColorJitter component (brightness, contrast, saturation, hue) alone at either end of its range
+  (``1 ± s``, hue ``± h``; MoCo v2's strengths 0.4 / 0.4 / 0.4 / 0.1 by default); the probe predicts which
+  transform from ``f(T_c(x))``. Groups are the source images; chance is 10%. A representation invariant to
+  the colour augmentation gives the same features for the ten copies and scores chance.
 * ``colour``: the object's dominant hue (:func:`dominant_hue`) from its visible pixels, in ``hue_bins`` bins
   plus an "achromatic" class. Groups are objects (category, instance), so the probe must read the hue of
   objects it has never seen.
@@ -35,7 +41,10 @@ from torch import Tensor
 from invarlab.eval.linear import WEIGHT_DECAY_GRID, linear_probe
 
 __all__ = [
+    "JITTER_SETTINGS",
     "MIN_VALUE",
+    "colour_jitter_copies",
+    "colour_jitter_probe",
     "dominant_hue",
     "grouped_split",
     "light_colour_bins",
@@ -146,12 +155,76 @@ def rotation_probe(
     """4-way rotation prediction (module docstring). ``images`` ``(N, 3, S, S)`` uint8 or float in [0, 1];
     ``featurize`` maps float ``[0, 1]`` images to ``(B, D)`` features (normalisation is its own)."""
     copies, turns, source = rotation_copies(images)
+    feats = _featurize_all(featurize, copies, batch_size)
+    return probe(feats, turns, source, test_fraction, seed, max_iter=max_iter)
+
+
+def _featurize_all(featurize: Callable[[Tensor], Tensor], images: Tensor, batch_size: int) -> Tensor:
+    """``featurize`` over ``images`` in batches (uint8 or float ``[0, 1]`` in, float32 features out)."""
     feats = []
-    for start in range(0, copies.shape[0], batch_size):
-        batch = copies[start : start + batch_size]
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
         batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
         feats.append(torch.as_tensor(featurize(batch)).float().cpu())
-    return probe(torch.cat(feats), turns, source, test_fraction, seed, max_iter=max_iter)
+    return torch.cat(feats)
+
+
+# -------------------------------------------------------------------------------------------- colour jitter
+# (name, ColorJitter component index or None, signed end of its range): see colour_jitter_copies
+JITTER_SETTINGS: tuple[tuple[str, int | None, int], ...] = (
+    ("identity", None, 0),
+    ("grayscale", None, 0),
+    ("brightness-", 0, -1),
+    ("brightness+", 0, 1),
+    ("contrast-", 1, -1),
+    ("contrast+", 1, 1),
+    ("saturation-", 2, -1),
+    ("saturation+", 2, 1),
+    ("hue-", 3, -1),
+    ("hue+", 3, 1),
+)
+
+
+def colour_jitter_copies(
+    images: Tensor, strengths: Sequence[float] = (0.4, 0.4, 0.4, 0.1)
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(copies (10N, C, H, W), setting (10N,), source image (10N,))``: every float ``[0, 1]`` image under each
+    of :data:`JITTER_SETTINGS`, image by image (rows ``10i .. 10i + 9``). Setting ``c`` applies one op:
+    nothing, ITU-R 601 grayscale, or ColorJitter component ``j`` alone with factor ``1 + sign · s_j``
+    (brightness, contrast, saturation) or ``sign · h`` (hue), ``strengths = (s_b, s_c, s_s, h)``: the ends
+    of the ranges that MoCo v2's ``ColorJitter(s_b, s_c, s_s, h)`` draws from."""
+    from invarlab.views.ops import JITTER_IDENTITY, color_jitter, grayscale
+
+    if len(strengths) != 4 or not all(s > 0 for s in strengths) or strengths[3] > 0.5:
+        raise ValueError(f"strengths must be 4 positive values with hue <= 0.5, got {list(strengths)}")
+    n, k = images.shape[0], len(JITTER_SETTINGS)
+    per_setting = []
+    order = torch.arange(4).repeat(n, 1)
+    for name, component, sign in JITTER_SETTINGS:
+        if component is None:
+            per_setting.append(grayscale(images) if name == "grayscale" else images.clone())
+            continue
+        factors = torch.tensor(JITTER_IDENTITY, dtype=images.dtype).repeat(n, 1)
+        factors[:, component] += sign * strengths[component]
+        per_setting.append(color_jitter(images, factors, order))
+    copies = torch.stack(per_setting, dim=1).flatten(0, 1)  # (N, K, ...) -> image-major rows
+    return copies, torch.arange(k).repeat(n), torch.arange(n).repeat_interleave(k)
+
+
+def colour_jitter_probe(
+    featurize: Callable[[Tensor], Tensor],
+    images: Tensor,
+    strengths: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    batch_size: int = 256,
+    max_iter: int = 500,
+) -> dict[str, float]:
+    """10-way colour-transform prediction (module docstring); arguments as :func:`rotation_probe`."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    copies, setting, source = colour_jitter_copies(x, strengths)
+    feats = _featurize_all(featurize, copies, batch_size)
+    return probe(feats, setting, source, test_fraction, seed, max_iter=max_iter)
 
 
 # --------------------------------------------------------------------------------------------------- colour
@@ -226,11 +299,17 @@ def _column(meta: dict[str, np.ndarray], name: str) -> Tensor:
     return torch.as_tensor(np.asarray(meta[name]))
 
 
+def _random_images(ds: Any, count: int, seed: int) -> Tensor:
+    """``count`` images of ``ds`` (all when it has fewer), a fixed random subset in dataset order."""
+    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    return torch.stack([ds[int(i)][0] for i in keep])
+
+
 def sensitivity(ctx: Any, rep: str) -> dict[str, Any]:
     """The probes of ``ctx.cfg.sensitivity.probes`` for representation ``rep`` of an
     :class:`~invarlab.eval.context.EvalContext`, on its world dataset ``ctx.cfg.sensitivity.dataset``."""
     from invarlab.errors import ConfigError
-    from invarlab.eval.looc_config import SENSITIVITY_PROBES
+    from invarlab.eval.looc_config import AUGMENTATION_PROBES, SENSITIVITY_PROBES
 
     c = ctx.cfg.sensitivity
     unknown = [p for p in c.probes if p not in SENSITIVITY_PROBES]
@@ -242,17 +321,31 @@ def sensitivity(ctx: Any, rep: str) -> dict[str, Any]:
     seed = ctx.cfg.seed
     out: dict[str, Any] = {}
     if "rotation" in c.probes:
-        n = len(ds)
-        keep = (
-            torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: c.rotation_images]
-            .sort()
-            .values
-        )
-        images = torch.stack([ds[int(i)][0] for i in keep])
         out["rotation"] = rotation_probe(
-            ctx.featurize(rep), images, c.test_fraction, seed, ctx.cfg.batch_size, c.max_iter
+            ctx.featurize(rep),
+            _random_images(ds, c.rotation_images, seed),
+            c.test_fraction,
+            seed,
+            ctx.cfg.batch_size,
+            c.max_iter,
         )
-    factors = [p for p in c.probes if p != "rotation"]
+    if "colour_jitter" in c.probes:
+        strengths = list(c.jitter_strengths)
+        if len(strengths) != 4 or not all(v > 0 for v in strengths) or strengths[3] > 0.5:
+            raise ConfigError(
+                f"sensitivity.jitter_strengths={strengths}: give 4 positive strengths (brightness, contrast, "
+                "saturation, hue <= 0.5), e.g. [0.4, 0.4, 0.4, 0.1]"
+            )
+        out["colour_jitter"] = colour_jitter_probe(
+            ctx.featurize(rep),
+            _random_images(ds, c.jitter_images, seed),
+            c.jitter_strengths,
+            c.test_fraction,
+            seed,
+            ctx.cfg.batch_size,
+            c.max_iter,
+        )
+    factors = [p for p in c.probes if p not in AUGMENTATION_PROBES]
     if not factors:
         return out
     feats, _ = ctx.features(rep, c.dataset)

@@ -28,7 +28,8 @@ __all__ = [
 SENSITIVITY = "sensitivity"
 PROBES = (
     ("rotation", "rotation"),
-    ("colour", "colour"),
+    ("colour_jitter", "colour transform"),
+    ("colour", "object hue"),
     ("light_colour", "light colour"),
     ("texture", "texture"),
 )
