@@ -63,6 +63,8 @@ def test_probe_reads_colour_statistics_and_not_colour_blind_features():
     assert sensitive["chance"] == 10.0 and sensitive["n_test"] == 15 * 10 and sensitive["num_values"] == 10
     assert sensitive["top1"] > 60  # 6x chance (74.7 here)
     assert invariant["top1"] == pytest.approx(10.0)
+    # nearest neighbours in the features' cosine geometry: the same verdicts
+    assert sensitive["knn_top1"] > 40 and invariant["knn_top1"] == pytest.approx(10.0)
 
 
 def test_strengths_are_checked():

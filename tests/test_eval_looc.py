@@ -119,6 +119,7 @@ def test_every_space_has_its_rows_in_results_json(looc_run):
         assert set(sens) == {"rotation", "colour_jitter", "colour", "light_colour", "texture"}
         assert sens["rotation"]["chance"] == 25.0 and sens["rotation"]["n_test"] % 4 == 0
         assert sens["colour_jitter"]["chance"] == 10.0 and sens["colour_jitter"]["n_test"] == 4 * 10
+        assert all(0 <= p["knn_top1"] <= 100 for p in sens.values())
         fg = results["finegrained"][rep]
         assert fg["classes"] == 6 and set(fg["fewshot"]) == {"allway_2shot", "allway_5shot"}
 
@@ -404,6 +405,7 @@ def test_report_shows_the_per_space_table_and_chart(looc_run, tmp_path):
         "rotation probe",
         "colour transform probe",
         "object hue probe",
+        "colour transform kNN",
         "texture probe",
         "kNN top-1",
         "few-shot",

@@ -70,6 +70,9 @@ class SensitivityConfig:
     min_saturation: float = opt(
         0.25, "colour probe: pixels at least this saturated (HSV) vote for a hue", range=(0.0, 1.0)
     )
+    knn_k: int = opt(
+        20, "neighbours of each probe's kNN decoding (knn_top1, cosine, tau 0.1)", range=(1, None)
+    )
     max_iter: int = opt(500, "L-BFGS iterations of each probe fit (as the linear probe)", range=(1, None))
     achromatic_share: float = opt(
         0.25,

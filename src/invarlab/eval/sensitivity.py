@@ -24,8 +24,13 @@ recognising something it was trained on.
 * ``texture``: the object's texture family (:func:`texture_family`: plain, stripes, checker, dots, marble) from
   the world catalogue, grouped by object.
 
-Each returns ``{"top1": %, "chance": %, "num_values", "weight_decay", "n_train", "n_test"}``; ``chance`` is the
-majority value's share of the test side.
+Each returns ``{"top1": %, "knn_top1": %, "chance": %, "num_values", "weight_decay", "n_train", "n_test"}``;
+``chance`` is the majority value's share of the test side. ``knn_top1`` decodes the same split by weighted kNN
+(:func:`invarlab.eval.knn.knn_accuracy`: cosine similarity, ``k`` neighbours, ``τ = 0.1``), in the
+representation's own geometry, the one its contrastive loss shapes. The linear probe standardises every
+feature first, so it reads a direction however little it varies: a LooC head that is a full-rank map of ``V``
+decodes like ``V`` linearly even when the loss has shrunk what it is invariant to; nearest neighbours see that
+shrinking.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from invarlab.eval.knn import knn_accuracy
 from invarlab.eval.linear import WEIGHT_DECAY_GRID, linear_probe
 
 __all__ = [
@@ -85,10 +91,12 @@ def probe(
     seed: int = 0,
     weight_decays: Sequence[float] = WEIGHT_DECAY_GRID,
     max_iter: int = 500,
+    knn_k: int = 20,
 ) -> dict[str, float]:
-    """Linear-probe accuracy of integer ``values`` ``(N,)`` from ``features`` ``(N, D)`` on a
-    :func:`grouped_split` of ``groups``; rows whose value is negative (unknown) are dropped first.
-    ``weight_decays`` and ``max_iter`` go to :func:`~invarlab.eval.linear.linear_probe`."""
+    """Linear-probe (``top1``) and kNN (``knn_top1``, ``knn_k`` neighbours) accuracy of integer ``values``
+    ``(N,)`` from ``features`` ``(N, D)`` on a :func:`grouped_split` of ``groups``; rows whose value is negative
+    (unknown) are dropped first. ``weight_decays`` and ``max_iter`` go to
+    :func:`~invarlab.eval.linear.linear_probe`."""
     if features.ndim != 2 or values.shape != (features.shape[0],) or groups.shape != values.shape:
         raise ValueError(
             f"features (N, D), values (N,) and groups (N,) must agree, got {tuple(features.shape)}, "
@@ -110,9 +118,11 @@ def probe(
         num_classes=len(uniq),
         max_iter=max_iter,
     )
+    knn = knn_accuracy(features[tr], labels[tr], features[te], labels[te], knn_k, 0.1, len(uniq))
     chance = float(torch.bincount(labels[te], minlength=len(uniq)).max() / len(te) * 100)
     return {
         "top1": float(out["top1"]),  # type: ignore[arg-type]
+        "knn_top1": float(knn["top1"]),
         "chance": chance,
         "num_values": len(uniq),
         "weight_decay": float(out["weight_decay"]),  # type: ignore[arg-type]
@@ -151,12 +161,13 @@ def rotation_probe(
     seed: int = 0,
     batch_size: int = 256,
     max_iter: int = 500,
+    knn_k: int = 20,
 ) -> dict[str, float]:
     """4-way rotation prediction (module docstring). ``images`` ``(N, 3, S, S)`` uint8 or float in [0, 1];
     ``featurize`` maps float ``[0, 1]`` images to ``(B, D)`` features (normalisation is its own)."""
     copies, turns, source = rotation_copies(images)
     feats = _featurize_all(featurize, copies, batch_size)
-    return probe(feats, turns, source, test_fraction, seed, max_iter=max_iter)
+    return probe(feats, turns, source, test_fraction, seed, max_iter=max_iter, knn_k=knn_k)
 
 
 def _featurize_all(featurize: Callable[[Tensor], Tensor], images: Tensor, batch_size: int) -> Tensor:
@@ -219,12 +230,13 @@ def colour_jitter_probe(
     seed: int = 0,
     batch_size: int = 256,
     max_iter: int = 500,
+    knn_k: int = 20,
 ) -> dict[str, float]:
     """10-way colour-transform prediction (module docstring); arguments as :func:`rotation_probe`."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     copies, setting, source = colour_jitter_copies(x, strengths)
     feats = _featurize_all(featurize, copies, batch_size)
-    return probe(feats, setting, source, test_fraction, seed, max_iter=max_iter)
+    return probe(feats, setting, source, test_fraction, seed, max_iter=max_iter, knn_k=knn_k)
 
 
 # --------------------------------------------------------------------------------------------------- colour
@@ -328,6 +340,7 @@ def sensitivity(ctx: Any, rep: str) -> dict[str, Any]:
             seed,
             ctx.cfg.batch_size,
             c.max_iter,
+            c.knn_k,
         )
     if "colour_jitter" in c.probes:
         strengths = list(c.jitter_strengths)
@@ -344,6 +357,7 @@ def sensitivity(ctx: Any, rep: str) -> dict[str, Any]:
             seed,
             ctx.cfg.batch_size,
             c.max_iter,
+            c.knn_k,
         )
     factors = [p for p in c.probes if p not in AUGMENTATION_PROBES]
     if not factors:
@@ -367,5 +381,5 @@ def sensitivity(ctx: Any, rep: str) -> dict[str, Any]:
         if len(torch.unique(values[values >= 0])) < 2:
             log.warning("sensitivity probe '%s': a single value in '%s', skipped", name, c.dataset)
             continue
-        out[name] = probe(feats, values, objects, c.test_fraction, seed, max_iter=c.max_iter)
+        out[name] = probe(feats, values, objects, c.test_fraction, seed, max_iter=c.max_iter, knn_k=c.knn_k)
     return out

@@ -16,6 +16,7 @@ from invarlab.report import tables as tb
 from invarlab.report.run import RunData, is_finite, number
 
 __all__ = [
+    "KNN_PROBES",
     "SENSITIVITY",
     "is_looc_key",
     "looc_columns",
@@ -33,6 +34,8 @@ PROBES = (
     ("light_colour", "light colour"),
     ("texture", "texture"),
 )
+# augmentation probes also shown decoded by nearest neighbours (eval/sensitivity.py: knn_top1)
+KNN_PROBES = (("rotation", "rotation"), ("colour_jitter", "colour transform"))
 _FINEGRAINED = re.compile(r"^finegrained(_[a-z0-9]+)?$")
 
 
@@ -84,6 +87,7 @@ def looc_columns(run: RunData) -> list[tuple[str, tuple[str, ...], float]]:
     cols: list[tuple[str, tuple[str, ...], float]] = [
         (f"{label} probe", (SENSITIVITY, key, "top1"), 1.0) for key, label in PROBES
     ]
+    cols += [(f"{label} kNN", (SENSITIVITY, key, "knn_top1"), 1.0) for key, label in KNN_PROBES]
     cols += [("kNN top-1", ("knn", "top1"), 1.0), ("linear top-1", ("linear", "top1"), 1.0)]
     setting = _fewshot_setting(run)
     if setting:
