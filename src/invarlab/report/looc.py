@@ -180,10 +180,13 @@ def looc_section(run: RunData) -> tuple[str, tuple[str, str]] | None:
     if any(v is not None for v in chance.values()):
         table.rows.append(("chance", [tb.fmt(chance.get(c)) for c in columns]))
     about = (
-        "P3 (LooC, PAPERS.md §3.8-3.9): linear-probe accuracy (%) of the rotation (4-way), the object's dominant "
-        "hue, the light colour and the object's texture family from each representation (higher = the "
-        "augmentation's information is kept), beside the downstream accuracies. A space variant to an "
-        "augmentation should keep what that augmentation changes; the all-invariant Z_0 should lose it."
+        "P3 (LooC, PAPERS.md §3.8-3.9): linear-probe accuracy (%) of the rotation (4-way), the colour transform "
+        "(10-way), the object's dominant hue, the light colour and the object's texture family from each "
+        "representation, and the rotation and colour transform decoded by kNN in the representation's own "
+        "cosine geometry (higher = the augmentation's information is kept), beside the downstream accuracies. A "
+        "space variant to an augmentation should keep what that augmentation changes; the all-invariant Z_0 "
+        "should lose it. A head that is a full-rank map of V keeps everything for a linear probe: the kNN "
+        "columns show what its loss made it ignore."
     )
     body = [
         f'<p class="sub">{markup.esc(about)}</p>',
