@@ -68,7 +68,7 @@ def test_probe_reads_colour_statistics_and_not_colour_blind_features():
 
 
 def test_strengths_are_checked():
-    with pytest.raises(ValueError, match="strengths"):
+    with pytest.raises(ValueError, match="4 positive strengths"):
         colour_jitter_copies(_images(1), (0.4, 0.4, 0.4))
     with pytest.raises(ValueError, match=r"hue <= 0\.5"):
         colour_jitter_copies(_images(1), (0.4, 0.4, 0.4, 0.6))

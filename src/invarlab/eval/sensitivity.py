@@ -196,6 +196,13 @@ JITTER_SETTINGS: tuple[tuple[str, int | None, int], ...] = (
 )
 
 
+def _strengths_problem(strengths: Sequence[float]) -> str | None:
+    """What is wrong with colour-jitter ``strengths`` (None when nothing is)."""
+    if len(strengths) != 4 or not all(v > 0 for v in strengths) or strengths[3] > 0.5:
+        return "give 4 positive strengths (brightness, contrast, saturation, hue <= 0.5)"
+    return None
+
+
 def colour_jitter_copies(
     images: Tensor, strengths: Sequence[float] = (0.4, 0.4, 0.4, 0.1)
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -206,8 +213,9 @@ def colour_jitter_copies(
     of the ranges that MoCo v2's ``ColorJitter(s_b, s_c, s_s, h)`` draws from."""
     from invarlab.views.ops import JITTER_IDENTITY, color_jitter, grayscale
 
-    if len(strengths) != 4 or not all(s > 0 for s in strengths) or strengths[3] > 0.5:
-        raise ValueError(f"strengths must be 4 positive values with hue <= 0.5, got {list(strengths)}")
+    problem = _strengths_problem(strengths)
+    if problem:
+        raise ValueError(f"strengths {list(strengths)}: {problem}")
     n, k = images.shape[0], len(JITTER_SETTINGS)
     per_setting = []
     order = torch.arange(4).repeat(n, 1)
@@ -343,11 +351,10 @@ def sensitivity(ctx: Any, rep: str) -> dict[str, Any]:
             c.knn_k,
         )
     if "colour_jitter" in c.probes:
-        strengths = list(c.jitter_strengths)
-        if len(strengths) != 4 or not all(v > 0 for v in strengths) or strengths[3] > 0.5:
+        problem = _strengths_problem(c.jitter_strengths)
+        if problem:
             raise ConfigError(
-                f"sensitivity.jitter_strengths={strengths}: give 4 positive strengths (brightness, contrast, "
-                "saturation, hue <= 0.5), e.g. [0.4, 0.4, 0.4, 0.1]"
+                f"sensitivity.jitter_strengths={list(c.jitter_strengths)}: {problem}, e.g. [0.4, 0.4, 0.4, 0.1]"
             )
         out["colour_jitter"] = colour_jitter_probe(
             ctx.featurize(rep),
