@@ -9,14 +9,13 @@ exactly as the single process does (same seed, same size ``W·B``).
 
 from __future__ import annotations
 
-import os
-import socket
 import types
 from pathlib import Path
 
 import pytest
 import torch
 
+from gloo_ranks import run_on_gloo_ranks
 from invarlab.methods import MethodConfig, build_method
 from invarlab.train import Trainer
 from invarlab.train.config import TrainConfig
@@ -84,18 +83,10 @@ def _config(run_dir: str) -> TrainConfig:
     return cfg
 
 
-def _worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        method, losses = _method(bn_splits=1)
-        Trainer(_config(run_dir), method, Images()).fit()
-        torch.save({"state": method.state_dict(), "losses": losses}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _train_rank(rank: int, run_dir: str, out: str) -> None:
+    method, losses = _method(bn_splits=1)
+    Trainer(_config(run_dir), method, Images()).fit()
+    torch.save({"state": method.state_dict(), "losses": losses}, f"{out}.{rank}")
 
 
 @pytest.mark.slow
@@ -105,11 +96,8 @@ def test_two_gloo_processes_with_shuffle_bn_equal_one_process_with_split_bn(tmp_
     assert single.cfg.shuffle_bn
     Trainer(_config(str(tmp_path / "one")), single, Images()).fit()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "ddp.pt")
-    torch.multiprocessing.spawn(_worker, args=(2, port, str(tmp_path / "two"), out), nprocs=2, join=True)
+    run_on_gloo_ranks(_train_rank, str(tmp_path / "two"), out)
     ranks = [torch.load(f"{out}.{r}") for r in range(2)]
 
     # Each rank's loss is the mean over its half of the batch, so their mean is the global batch's loss.

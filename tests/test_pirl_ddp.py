@@ -5,13 +5,12 @@ every rank's rows and embeddings)."""
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 
+from gloo_ranks import run_on_gloo_ranks
 from invarlab.methods import build_method
 from invarlab.train import EpochBatchSampler, Trainer
 from test_moco_ddp import _config
@@ -29,20 +28,12 @@ def _trainer(run_dir: str):
     return method, Trainer(cfg, method, Shapes(32))
 
 
-def _worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        method, trainer = _trainer(run_dir)
-        start = method.memory.bank.clone()
-        trainer.fit()
-        params = {k: v.detach().clone() for k, v in method.named_parameters()}
-        torch.save({"start": start, "end": method.memory.bank.clone(), "params": params}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _train_rank(rank: int, run_dir: str, out: str) -> None:
+    method, trainer = _trainer(run_dir)
+    start = method.memory.bank.clone()
+    trainer.fit()
+    params = {k: v.detach().clone() for k, v in method.named_parameters()}
+    torch.save({"start": start, "end": method.memory.bank.clone(), "params": params}, f"{out}.{rank}")
 
 
 @pytest.mark.slow
@@ -51,11 +42,8 @@ def test_every_rank_holds_the_same_bank(tmp_path: Path) -> None:
     _, single = _trainer(str(tmp_path / "one"))  # the bank one process builds (its trainer is not run)
     single_start = single.method.memory.bank.clone()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "ddp.pt")
-    torch.multiprocessing.spawn(_worker, args=(2, port, str(tmp_path / "two"), out), nprocs=2, join=True)
+    run_on_gloo_ranks(_train_rank, str(tmp_path / "two"), out)
     r0, r1 = (torch.load(f"{out}.{r}") for r in range(2))
 
     assert torch.equal(r0["start"], r1["start"])  # broadcast from rank 0

@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import socket
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from gloo_ranks import run_on_gloo_ranks
 from invarlab.cli import main
 from invarlab.data import FolderDataset, WorldDataset, collate_uint8, split_indices
 from invarlab.errors import CheckpointError, ConfigError, DataError
@@ -445,21 +443,13 @@ def test_train_cli_reports_config_errors(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------- distributed (2 x gloo)
-def _ddp_worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        cfg = make_config(Path(run_dir), amp="none", steps=4)
-        cfg.knn.every_epochs = 0
-        trainer = Trainer(cfg, fresh_method(norm=False), Blobs(40))
-        trainer.fit()
-        if rank == 0:
-            torch.save(trainer.method.state_dict(), out)
-    finally:
-        dist.destroy_process_group()
+def _ddp_rank(rank: int, run_dir: str, out: str) -> None:
+    cfg = make_config(Path(run_dir), amp="none", steps=4)
+    cfg.knn.every_epochs = 0
+    trainer = Trainer(cfg, fresh_method(norm=False), Blobs(40))
+    trainer.fit()
+    if rank == 0:
+        torch.save(trainer.method.state_dict(), out)
 
 
 @pytest.mark.slow
@@ -469,14 +459,8 @@ def test_two_gloo_processes_equal_one(tmp_path):
     cfg.knn.every_epochs = 0
     single = Trainer(cfg, fresh_method(norm=False), Blobs(40))
     single.fit()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp.pt"
-    sys.path.insert(0, str(Path(__file__).parent))
-    torch.multiprocessing.spawn(
-        _ddp_worker, args=(2, port, str(tmp_path / "two"), str(out)), nprocs=2, join=True
-    )
+    run_on_gloo_ranks(_ddp_rank, str(tmp_path / "two"), str(out))
     two = torch.load(out)
     for k, v in single.method.state_dict().items():
         assert torch.allclose(v, two[k], atol=1e-6), k
