@@ -19,7 +19,7 @@ from gloo_ranks import run_on_gloo_ranks
 from invarlab.methods import MethodConfig, build_method
 from invarlab.train import Trainer
 from invarlab.views.looc import LoocViews, looc_views
-from test_moco_ddp import STEPS, Images, _config
+from test_moco_ddp import STEPS, Images, _config, assert_states_match, image_step_generator
 
 MCFG = dict(
     name="looc",
@@ -46,7 +46,7 @@ def _method(bn_splits: int):
         calls[0] += 1
         out = []
         for img in images:  # real LooC views, one generator per (image, step)
-            g = torch.Generator().manual_seed(int(img.long().sum()) * 1009 + calls[0])
+            g = image_step_generator(img, calls[0])
             out.append(looc_views(img[None], self.cfg.view_size, g, self.view_spec))
         views = [torch.cat([o.views[v] for o in out]) for v in range(len(out[0].views))]
         return LoocViews(views, out[0].params, out[0].augs)  # training reads only the views
@@ -91,12 +91,7 @@ def test_two_gloo_processes_equal_one_process_with_split_bn(tmp_path: Path) -> N
 
     a = single.state_dict()
     for rank in ranks:
-        b = rank["state"]
-        # Running BN statistics are per rank under DDP (averaged over splits in one process): not compared.
-        for k in a:
-            if "running_" in k or "num_batches_tracked" in k:
-                continue
-            assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+        assert_states_match(a, rank["state"])
     # 40 k_0 keys per space through queues of 24: each wrapped, and each holds its own space's keys
     for i in range(3):
         assert int(a[f"queues.{i}.total"]) == STEPS * 8 and int(a[f"queues.{i}.ptr"]) == 16

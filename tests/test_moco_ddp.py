@@ -57,7 +57,7 @@ def _method(bn_splits: int):
         calls[0] += 1
         out = []
         for img in images:  # real MoCo v2 views, one generator per (image, step)
-            g = torch.Generator().manual_seed(int(img.long().sum()) * 1009 + calls[0])
+            g = image_step_generator(img, calls[0])
             out.append(make_views(img[None], self.cfg.view_size, g, self.view_config, n_views)[0])
         return [torch.cat([o[v] for o in out]) for v in range(n_views)]
 
@@ -72,6 +72,20 @@ def _method(bn_splits: int):
 
     method.training_step = recording_step
     return method, losses
+
+
+def image_step_generator(image: torch.Tensor, step: int) -> torch.Generator:
+    """A generator seeded by an image's content and the step: the same draws however the batch is split."""
+    return torch.Generator().manual_seed(int(image.long().sum()) * 1009 + step)
+
+
+def assert_states_match(single: dict[str, torch.Tensor], rank: dict[str, torch.Tensor]) -> None:
+    """One process's state dict equals a DDP rank's, running BN statistics aside: they are per rank under DDP
+    (averaged over splits in one process)."""
+    for k in single:
+        if "running_" in k or "num_batches_tracked" in k:
+            continue
+        assert torch.allclose(single[k].float(), rank[k].float(), rtol=1e-4, atol=1e-5), k
 
 
 def _config(run_dir: str) -> TrainConfig:
@@ -108,11 +122,6 @@ def test_two_gloo_processes_with_shuffle_bn_equal_one_process_with_split_bn(tmp_
 
     a = single.state_dict()
     for rank in ranks:
-        b = rank["state"]
-        # Running BN statistics are per rank under DDP (averaged over splits in one process): not compared.
-        for k in a:
-            if "running_" in k or "num_batches_tracked" in k:
-                continue
-            assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+        assert_states_match(a, rank["state"])
     # 40 keys through a queue of 24: it wrapped, and both runs hold the same keys in the same slots.
     assert int(a["queue.total"]) == STEPS * 8 and int(a["queue.count"]) == 24 and int(a["queue.ptr"]) == 16
