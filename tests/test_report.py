@@ -103,7 +103,9 @@ def make_run(path: Path, *, results: bool = True, lr: float = 0.1, config_extra:
         }
         for s in (10, 20, 30, 40)
     ]
-    lines.append({"step": 40, "epoch": 1, "time": 21.0, "knn/top1": 37.5})
+    monitor = {"epoch": 0, "time": 0.5, "knn/top1": 26.25, "knn/chance": 25.0}  # knn.at_start's step 0
+    lines.insert(0, {"step": 0, **monitor})
+    lines.append({"step": 40, "epoch": 1, "time": 21.0, "knn/top1": 37.5, "knn/chance": 25.0})
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 5')
     if results:
         for evaluation, reps in (
@@ -302,6 +304,7 @@ def test_header_and_training_summary(stored):
     assert "resnet18 ×0.25" in stored[2]
     training = page.text("training")
     assert "steps = 40" in training and "final loss = 4.20" in training and "kNN monitor = 37.50" in training
+    assert "online kNN monitor (dashed: random-init floor, chance)" in training
 
 
 def test_images_are_embedded_pngs_and_nothing_is_loaded_from_elsewhere(stored):
@@ -462,6 +465,41 @@ def test_plots_are_pngs_at_page_width_or_none_when_empty():
     assert plots.training_curves({"r": [{"step": 1}]}) is None
     assert plots.corruption_curves({"m": {"clean": 0.9}}) is None
     assert plots.summary_bars({"kNN": {"a": None, "b": "text"}}) is None
+
+
+def _monitor_axes(fig):
+    return next(ax for ax in fig.axes if ax.get_title() == "kNN monitor top-1")
+
+
+def test_monitor_curve_has_its_step_0_point_markers_and_the_floor_and_chance_lines():
+    records = [
+        {"step": 0, "epoch": 0, "knn/top1": 26.25, "knn/chance": 25.0},
+        {"step": 10, "epoch": 0, "train/loss": 4.5, "train/lr": 0.1},
+        {"step": 20, "epoch": 1, "train/loss": 4.0, "train/lr": 0.1, "knn/top1": 40.5, "knn/chance": 25.0},
+    ]
+    assert plots.monitor_chance(records) == 25.0 and plots.monitor_chance(records[1:2]) is None
+    fig = plots.training_figure({"run": records}, floor=21.5, chance=plots.monitor_chance(records))
+    ax = _monitor_axes(fig)
+    curve = next(line for line in ax.lines if line.get_label() == "run")
+    assert list(curve.get_xdata()) == [0, 20] and list(curve.get_ydata()) == [26.25, 40.5]
+    assert curve.get_marker() == "o"
+    refs = {line.get_label(): line for line in ax.lines if line is not curve}
+    assert set(refs) == {"random init (floor) 21.50%", "chance 25.00%"}
+    assert all(line.get_linestyle() == "--" for line in refs.values())
+    assert list(refs["random init (floor) 21.50%"].get_ydata()) == [21.5, 21.5]
+    assert list(refs["chance 25.00%"].get_ydata()) == [25.0, 25.0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["random init (floor) 21.50%", "chance 25.00%"]
+    assert ax.get_xlim()[0] < 0  # the step-0 point is not cut by the axis
+    assert plots.training_curves({"run": records}, 21.5, 25.0).startswith(b"\x89PNG")
+
+
+def test_monitor_curve_draws_only_the_known_reference_lines():
+    records = [{"step": 0, "knn/top1": 26.25}, {"step": 20, "knn/top1": 40.5}]
+    ax = _monitor_axes(plots.training_figure({"run": records}, chance=25.0))
+    assert [line.get_label() for line in ax.lines] == ["run", "chance 25.00%"]
+    ax = _monitor_axes(plots.training_figure({"run": records}))
+    assert [line.get_label() for line in ax.lines] == ["run"] and ax.get_legend() is None
 
 
 # ------------------------------------------------------------------------------------------- browser

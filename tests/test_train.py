@@ -255,16 +255,76 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     oa, ob = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(oa[i]["momentum_buffer"], ob[i]["momentum_buffer"]) for i in oa)
-    # The logs read as one run: steps 1..6 once each, the same losses, kNN after each epoch and at the end.
+    # The logs read as one run: steps 1..6 once each, the same losses, kNN at step 0 (knn.at_start; not again on
+    # resume), after each epoch and at the end.
     rows_a, rows_b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
     train_b = [r for r in rows_b if "train/loss" in r]
     assert [r["step"] for r in train_b] == [1, 2, 3, 4, 5, 6]
     assert [r["train/loss"] for r in train_b] == [r["train/loss"] for r in rows_a if "train/loss" in r]
-    assert [r["step"] for r in rows_b if "knn/top1" in r] == [5, 6]
+    assert [r["step"] for r in rows_b if "knn/top1" in r] == [0, 5, 6]
+    assert [r["knn/top1"] for r in rows_b if "knn/top1" in r] == [
+        r["knn/top1"] for r in rows_a if "knn/top1" in r
+    ]
     cfg_text = (tmp_path / "b" / "config.yaml").read_text()
     assert "batch_size: 8" in cfg_text and f"run_dir: {tmp_path / 'b'}" in cfg_text
     ckpt = load_training_checkpoint(res_b.checkpoint)  # invarlab layout: the backbone under torchvision names
     assert ckpt["format"] == "invarlab" and "layer4.1.conv2.weight" in ckpt["backbone"] and ckpt["step"] == 6
+
+
+def _trained(run_dir: Path, at_start: bool) -> Trainer:
+    cfg = make_config(run_dir)
+    cfg.knn.at_start = at_start
+    trainer = Trainer(cfg, fresh_method(), Blobs(40), Blobs(12, seed=1))
+    trainer.fit()
+    return trainer
+
+
+def test_monitor_at_start_logs_step_0_and_does_not_change_training(tmp_path):
+    """knn.at_start adds a step-0 record (the network at initialisation) and nothing else: the parameters, the
+    optimiser state and every random state saved in the last checkpoint equal those of a run without it. The
+    method's dropout draws from torch's global generator, which the monitor's DataLoaders also draw from."""
+    probe = Trainer(make_config(tmp_path / "probe"), fresh_method(), Blobs(40), Blobs(12, seed=1))
+    before = torch.get_rng_state()
+    probe.run_monitor()
+    assert not torch.equal(before, torch.get_rng_state())  # the monitor does draw: the restore is needed
+
+    on, off = _trained(tmp_path / "on", True), _trained(tmp_path / "off", False)
+    a, b = on.method.state_dict(), off.method.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    oa, ob = on.optimizer.state_dict()["state"], off.optimizer.state_dict()["state"]
+    assert all(torch.equal(oa[i]["momentum_buffer"], ob[i]["momentum_buffer"]) for i in oa)
+    rng_on = load_training_checkpoint(find_latest(tmp_path / "on"))["rng"][0]
+    rng_off = load_training_checkpoint(find_latest(tmp_path / "off"))["rng"][0]
+    assert torch.equal(rng_on["torch"], rng_off["torch"])
+    assert torch.equal(rng_on["generator"], rng_off["generator"])
+
+    rows_on, rows_off = read_metrics(tmp_path / "on"), read_metrics(tmp_path / "off")
+    knn_on = [r for r in rows_on if "knn/top1" in r]
+    assert [r["step"] for r in knn_on] == [0, 5, 6] and knn_on[0]["epoch"] == 0
+    assert all(r["knn/chance"] == 25.0 for r in knn_on)  # 4 classes
+    assert [r["step"] for r in rows_off if "knn/top1" in r] == [5, 6]
+    assert [r["train/loss"] for r in rows_on if "train/loss" in r] == [
+        r["train/loss"] for r in rows_off if "train/loss" in r
+    ]
+    assert [r["knn/top1"] for r in knn_on[1:]] == [r["knn/top1"] for r in rows_off if "knn/top1" in r]
+
+
+def test_restart_before_the_first_checkpoint_logs_step_0_once(tmp_path):
+    """A run that dies before any checkpoint starts afresh on resume=auto: its step-0 record is written again,
+    and the old one is dropped with the rest of that attempt's lines."""
+    victim = fresh_method()
+    step_fn = victim.training_step
+
+    def dies(images, labels, generator):
+        raise Killed
+
+    victim.training_step = dies
+    with pytest.raises(Killed):
+        Trainer(make_config(tmp_path), victim, Blobs(40), Blobs(12, seed=1)).fit()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0] and find_latest(tmp_path) is None
+    victim.training_step = step_fn
+    Trainer(make_config(tmp_path, steps=2), fresh_method(), Blobs(40), Blobs(12, seed=1)).fit()
+    assert [r["step"] for r in read_metrics(tmp_path) if "knn/top1" in r] == [0, 2]
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):

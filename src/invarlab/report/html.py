@@ -47,6 +47,12 @@ def _mean_ris(metrics: dict[str, Any] | None, k: str = "top25") -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def knn_floor(run: RunData) -> float | None:
+    """The kNN top-1 of the random-init floor ("random" in results.json), or None when not evaluated."""
+    value = number((run.section("knn").get("random") or {}).get("top1"))
+    return value if is_finite(value) else None
+
+
 def headline(run: RunData) -> dict[str, Any]:
     """The numbers of a run worth a glance: ``{label: value}`` for what the run has."""
     model = {key: run.section(key).get("model") or {} for key, _, _ in sections.EVALUATIONS}
@@ -111,7 +117,10 @@ def _evaluation_keys(runs: Sequence[RunData]) -> list[str]:
 
 def render_report(run: RunData) -> str:
     """The single-run report as a string."""
-    parts = [_config_section(run), sections.training_section({run.name: run.metrics}, single=True)]
+    parts = [
+        _config_section(run),
+        sections.training_section({run.name: run.metrics}, single=True, floor=knn_floor(run)),
+    ]
     nav = [("config", "Config"), ("training", "Training")]
     metas = {key: {run.name: run.meta.get(key)} for key in _evaluation_keys([run]) if run.meta.get(key)}
     p3 = looc_section(run)  # P3's per-space table, only for runs with sensitivity results
@@ -214,7 +223,8 @@ def render_compare(runs: Sequence[RunData]) -> str:
         markup.details(f"{r.name}: config.yaml", r.config_text) for r in runs if r.config_text is not None
     ]
     parts = [markup.section("config", "Config", configs)]
-    parts.append(sections.training_section({r.name: r.metrics for r in runs}, single=False))
+    training = {r.name: r.metrics for r in runs}
+    parts.append(sections.training_section(training, single=False, floor=knn_floor(runs[0])))
     keys = _evaluation_keys(runs)
     metas = {key: {r.name: r.meta.get(key) for r in runs} for key in keys}
     evals, eval_nav = sections.evaluation_sections(

@@ -21,6 +21,7 @@ from invarlab.report.tables import (
     PROBE_FACTORS,
     corruption_rows,
     corruption_severities,
+    fmt,
     probe_accuracy,
 )
 
@@ -28,10 +29,12 @@ __all__ = [
     "corruption_curves",
     "invariance_bars",
     "invariance_radar",
+    "monitor_chance",
     "probe_bars",
     "summary_bars",
     "train_extras",
     "training_curves",
+    "training_figure",
 ]
 
 Rows = dict[str, dict[str, Any] | None]
@@ -124,8 +127,43 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def training_curves(runs: dict[str, list[dict[str, Any]]]) -> bytes | None:
-    """Loss, learning rate and the online kNN monitor against step; one line per run."""
+def monitor_chance(records: list[dict[str, Any]]) -> float | None:
+    """The kNN monitor's chance level (``knn/chance``, 100 / classes, as the trainer logs it) or None."""
+    values = [v for r in records if is_finite(v := number(r.get("knn/chance")))]
+    return values[-1] if values else None
+
+
+def _reference_lines(ax: Any, floor: float | None, chance: float | None) -> None:
+    """Dashed horizontal lines on the kNN panel, each named with its value in the panel's own legend."""
+    lines = (
+        ("random init (floor)", floor, FLOOR_COLOR),
+        ("chance", chance, "black"),
+    )
+    for name, value, color in lines:
+        if is_finite(value):
+            ax.axhline(value, color=color, ls="--", lw=1.2, label=f"{name} {fmt(value)}%")
+    handles, labels = ax.get_legend_handles_labels()
+    refs = [
+        (h, lbl) for h, lbl in zip(handles, labels, strict=True) if lbl.startswith(("random init", "chance"))
+    ]
+    if refs:
+        ax.legend(*zip(*refs, strict=True), fontsize=7, loc="best")
+
+
+def training_curves(
+    runs: dict[str, list[dict[str, Any]]], floor: float | None = None, chance: float | None = None
+) -> bytes | None:
+    """Loss, learning rate and the online kNN monitor against step; one line per run, the monitor's points
+    marked. ``floor`` (the random-init kNN top-1) and ``chance`` (percent), when known, are dashed lines on
+    the monitor's panel."""
+    fig = training_figure(runs, floor, chance)
+    return None if fig is None else _png(fig)
+
+
+def training_figure(
+    runs: dict[str, list[dict[str, Any]]], floor: float | None = None, chance: float | None = None
+) -> Any:
+    """The matplotlib ``Figure`` of :func:`training_curves` (None when no run logged a curve)."""
     panels = [c for c in CURVES if any(_series(recs, c[0])[0] for recs in runs.values())]
     if not panels:
         return None
@@ -145,10 +183,13 @@ def training_curves(runs: dict[str, list[dict[str, Any]]]) -> bytes | None:
         ax.grid(alpha=0.3)
         if key == "train/lr":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    axes[0].set_xlim(left=0)
+        if key == "knn/top1":
+            _reference_lines(ax, floor, chance)
+    # A little room left of 0, so that the monitor's step-0 point is not cut in half by the axis.
+    axes[0].set_xlim(left=-0.02 * max(axes[0].get_xlim()[1], 1.0))
     if legend:
         _legend(fig, axes[0])
-    return _png(fig)
+    return fig
 
 
 def train_extras(

@@ -187,8 +187,10 @@ def training_summary(records: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-def training_section(runs: dict[str, list[dict[str, Any]]], single: bool) -> str:
-    """Loss / lr / kNN monitor curves (overlaid across runs), and the other train scalars for one run."""
+def training_section(runs: dict[str, list[dict[str, Any]]], single: bool, floor: float | None = None) -> str:
+    """Loss / lr / kNN monitor curves (overlaid across runs), and the other train scalars for one run.
+    ``floor`` (the random-init kNN top-1 of results.json, when evaluated) and the monitor's chance level (of
+    the first run that logged it) are dashed lines on the monitor's panel."""
     present = {label: recs for label, recs in runs.items() if recs}
     if not present:
         return markup.section(
@@ -196,13 +198,15 @@ def training_section(runs: dict[str, list[dict[str, Any]]], single: bool) -> str
             "Training curves",
             [markup.hint("no training log (metrics.jsonl): training writes it", None)],
         )
-    body = [
-        markup.figure(
-            plots.training_curves(present),
-            "training loss, learning rate, online kNN monitor",
-            "training curves",
+    chance = _first_chance(present)
+    caption = "training loss, learning rate, online kNN monitor"
+    if floor is not None or chance is not None:
+        caption += (
+            " (dashed: "
+            + ", ".join(n for n, v in (("random-init floor", floor), ("chance", chance)) if v is not None)
+            + ")"
         )
-    ]
+    body = [markup.figure(plots.training_curves(present, floor, chance), caption, "training curves")]
     if single:
         records = next(iter(present.values()))
         body.append(markup.settings(training_summary(records), label=""))
@@ -221,6 +225,10 @@ def training_section(runs: dict[str, list[dict[str, Any]]], single: bool) -> str
         )
         body.append(markup.table(t))
     return markup.section("training", "Training curves", body)
+
+
+def _first_chance(runs: dict[str, list[dict[str, Any]]]) -> float | None:
+    return next((c for recs in runs.values() if (c := plots.monitor_chance(recs)) is not None), None)
 
 
 def figure_sections(run: RunData, rows: tb.Rows) -> tuple[list[str], list[tuple[str, str]]]:

@@ -148,6 +148,11 @@ class KnnConfig:
     """Online weighted kNN monitor on the held-out images (cosine similarity, weights exp(s / T))."""
 
     every_epochs: int = opt(1, "run the monitor every N epochs and at the end (0 = never)", range=(0, None))
+    at_start: bool = opt(
+        True,
+        "also run it once before the first step of a fresh run (step 0: the network at initialisation, the "
+        "floor); not again on resume",
+    )
     k: int = opt(200, "neighbours", range=(1, None))
     temperature: float = opt(0.1, "temperature T of the weights exp(similarity / T)", range=(1e-4, None))
     max_bank: int = opt(

@@ -2,8 +2,10 @@
 
 ``metrics.jsonl`` has one JSON object per line, ``{"step": s, "epoch": e, "time": t, "<tag>/<name>": value}``,
 where ``step`` counts completed optimiser steps (1-based; a checkpoint of step ``s`` holds the state after
-them). On resume from step ``s`` the lines and events of steps ``> s`` (written by the interrupted run after
-its last checkpoint) are dropped, so the logs read as one uninterrupted run.
+them; the kNN monitor's ``knn.at_start`` record has step 0, the network before any step). On resume from step
+``s`` the lines and events of steps ``> s`` (written by the interrupted run after its last checkpoint) are
+dropped, so the logs read as one uninterrupted run; a fresh start (step 0) drops every line, the step-0 ones of
+an attempt that died before its first checkpoint included.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class RunLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_after(self.run_dir / METRICS_FILE, start_step)
+        _truncate_after(self.run_dir / METRICS_FILE, start_step if start_step > 0 else -1)
         self._file = open(self.run_dir / METRICS_FILE, "a")  # noqa: SIM115  (held open for the run)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard

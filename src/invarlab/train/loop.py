@@ -380,6 +380,27 @@ class Trainer:
 
     def run_monitor(self) -> float | None:
         """Weighted-kNN top-1 accuracy (percent) on the held-out set; None when there is none. Rank 0 only."""
+        record = self._monitor_record()
+        return None if record is None else record["top1"]
+
+    def _log_monitor(self, logger: RunLogger, step: int) -> float | None:
+        """Run the monitor and write its ``knn/top1`` and ``knn/chance`` (100 / classes) at ``step``; returns
+        the top-1 (None when there is no monitor)."""
+        record = self._monitor_record()
+        if record is None:
+            return None
+        logger.write(step, max(step - 1, 0) // self.steps_per_epoch, record, tag="knn")
+        return record["top1"]
+
+    def _monitor_at_start(self, logger: RunLogger) -> None:
+        """The step-0 monitor of a fresh run (the network at initialisation). Torch's global CPU generator is
+        restored afterwards: the monitor's DataLoaders draw their base seed from it, and a method may use it
+        during training (dropout), so ``knn.at_start`` must not shift that stream."""
+        with torch.random.fork_rng(devices=[]):
+            self._log_monitor(logger, 0)
+
+    def _monitor_record(self) -> dict[str, float] | None:
+        """``{"top1": %, "chance": 100 / classes}`` of the monitor now; None without a monitor, or off rank 0."""
         if self.monitor_set is None or self.rank != 0 or self.cfg.knn.every_epochs == 0:
             return None
         k = self.cfg.knn
@@ -391,7 +412,9 @@ class Trainer:
         keep = bank_y >= 0  # samples without a class (-1) cannot vote
         num_classes = self.num_classes or int(max(bank_y.max(), test_y.max())) + 1
         pred = knn_predict(bank[keep], bank_y[keep], test, num_classes, k.k, k.temperature)
-        return float((pred == test_y).float().mean() * 100) if len(test_y) else None
+        if not len(test_y):
+            return None
+        return {"top1": float((pred == test_y).float().mean() * 100), "chance": 100.0 / num_classes}
 
     def fit(self, stop_at: int | None = None) -> TrainResult:
         """Train to ``total_steps`` (or stop early at step ``stop_at``, e.g. a time-limited job, with a
@@ -427,9 +450,11 @@ class Trainer:
         )
         last_ckpt, last_metrics, knn_top1 = resumed, {}, None
         sums: dict[str, float] = {}
-        count, window_start = 0, time.perf_counter()
         self.method.train()
         try:
+            if cfg.knn.at_start and self.step == 0:  # a resumed run already has its step-0 record
+                self._monitor_at_start(logger)
+            count, window_start = 0, time.perf_counter()
             while self.step < end:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 loader = self._loader(epoch, start)
@@ -456,10 +481,9 @@ class Trainer:
                     if every and (
                         (epoch_done and (s // self.steps_per_epoch) % every == 0) or s == self.total_steps
                     ):
-                        top1 = self.run_monitor()
+                        top1 = self._log_monitor(logger, s)
                         if top1 is not None:
                             knn_top1 = top1
-                            logger.write(s, (s - 1) // self.steps_per_epoch, {"top1": top1}, tag="knn")
                     if (cfg.checkpoint.every and s % cfg.checkpoint.every == 0) or s == end:
                         last_ckpt = self._save() or last_ckpt
                     window_start += time.perf_counter() - paused
