@@ -165,3 +165,17 @@ def test_collectives_in_a_two_process_gloo_group(tmp_path) -> None:
             for proc in ctx.processes:
                 proc.terminate()
             pytest.fail("gloo workers did not finish within 60 s")
+
+
+def test_shuffle_bn_in_one_process_with_plain_bn_warns_once(caplog, monkeypatch) -> None:
+    import invarlab.distributed as distributed
+
+    monkeypatch.setattr(distributed, "_warned_plain_bn", False)
+    with caplog.at_level("WARNING", logger="invarlab.train"):
+        assert distributed.shuffle_bn_active(True, 4) is True  # split BN: shuffling acts, nothing to say
+        assert distributed.shuffle_bn_active(False, 1) is False  # not asked for: nothing to say
+        assert not caplog.records
+        assert distributed.shuffle_bn_active(True, 1) is False
+        assert distributed.shuffle_bn_active(True, 1) is False
+    warnings = [r for r in caplog.records if "bn_splits" in r.getMessage()]
+    assert len(warnings) == 1 and "method.bn_splits=4" in warnings[0].getMessage()

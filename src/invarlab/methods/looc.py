@@ -33,7 +33,7 @@ from invarlab.distributed import (
     batch_unshuffle,
     concat_all_gather,
     convert_to_split_bn,
-    world_size,
+    shuffle_bn_active,
 )
 from invarlab.errors import CheckpointError, ConfigError
 from invarlab.losses import info_nce, info_nce_extra_negatives, info_nce_per_positive
@@ -205,7 +205,7 @@ class LooC(Method):
     def encode_keys(self, views: list[Tensor], generator: torch.Generator | None = None) -> list[Tensor]:
         """Momentum embeddings of key views ``[k_0..k_{J−1}]`` in every space: a list over spaces of ``(B, J,
         D)``. Each key view is its own BatchNorm batch (as MoCo's single key), shuffled as MoCo shuffles."""
-        shuffle = self.cfg.shuffle_bn and (world_size() > 1 or self.cfg.bn_splits > 1)
+        shuffle = shuffle_bn_active(self.cfg.shuffle_bn, self.cfg.bn_splits)
         per_key = []
         for x in views:
             if shuffle:

@@ -32,7 +32,7 @@ from invarlab.distributed import (
     batch_unshuffle,
     concat_all_gather,
     convert_to_split_bn,
-    world_size,
+    shuffle_bn_active,
 )
 from invarlab.methods.base import Method, MethodConfig, StepOutput
 from invarlab.methods.moco_p2 import multicrop_config, p2_enabled, p2_step
@@ -119,7 +119,7 @@ class MoCo(Method):
         """``k = normalize(g_k(f_k(x)))`` with shuffling BN; rows come back in the order of ``x``. With
         ``with_features``, also the normalised backbone features ``normalize(f_k(x))``: ``(k, h)``."""
         # In one process with plain BN a permutation cannot change the statistics, so skip its two copies.
-        shuffle = self.cfg.shuffle_bn and (world_size() > 1 or self.cfg.bn_splits > 1)
+        shuffle = shuffle_bn_active(self.cfg.shuffle_bn, self.cfg.bn_splits)
         if shuffle:
             x, idx_unshuffle = batch_shuffle(x, generator)
         h = self.backbone_momentum(x)
