@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/time_to_accuracy.py [--minutes 2] [--datasets world folder] [--threads 2]
      [--invarlab-config configs/quickstart.yaml] [--set key=value ...] [--out benchmarks/results/...json]
 
-Per dataset, three sides train one after the other in this process, each for the same wall-clock budget
+Per dataset, four sides train one after the other in this process, each for the same wall-clock budget
 (``--minutes`` of training; evaluations are paused out of the clock):
 
 1. **invarlab**, its own library path. The recipe is a train config loaded by
@@ -14,7 +14,10 @@ Per dataset, three sides train one after the other in this process, each for the
    own step (``Trainer._train_step`` on batches of ``Trainer._loader``, epoch by epoch as ``Trainer.fit``
    does, without its logging, checkpoints and monitor): batched views on the device, loss, backward, SGD,
    momentum update.
-2. **lightly MoCo v2** and 3. **lightly SimCLR**: lightly 1.6.0's example loops in plain PyTorch:
+2. **invarlab-simclr**: the same Trainer on the recipe turned into the lightly SimCLR side's recipe
+   (``simclr_recipe``: SimCLR, its views without blur, tau ``--simclr-temperature``, plain BN), so the two
+   SimCLR lines differ only in the library; skipped where the recipe already is that (the folder preset).
+3. **lightly MoCo v2** and 4. **lightly SimCLR**: lightly 1.6.0's example loops in plain PyTorch:
    ``MoCoV2Transform`` / ``SimCLRTransform(input_size=32, gaussian_blur=0)`` per sample in a DataLoader
    (``--lightly-workers``; on 2 cores 0 workers, the fastest lightly line of train_throughput.py),
    ``MoCoProjectionHead`` / ``SimCLRProjectionHead``, ``NTXentLoss`` (``memory_bank_size=(queue, dim)`` for
@@ -119,7 +122,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
 FOLDER_PRESET = ROOT / "configs" / "train" / "folder_cpu.yaml"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "time_to_accuracy.json"
-SIDES = ("invarlab", "lightly-moco", "lightly-simclr")
+SIDES = ("invarlab", "invarlab-simclr", "lightly-moco", "lightly-simclr")
 MINUTE_COLUMNS = (1, 2, 5, 10)
 DELTAS = (5, 10, 20)
 
@@ -287,8 +290,10 @@ def make_bench(name: str, args: argparse.Namespace) -> Bench:
 class InvarlabSide:
     """invarlab's Trainer step by step, as ``Trainer.fit`` runs it (see the module docstring)."""
 
-    def __init__(self, bench: Bench, args: argparse.Namespace, device: torch.device, clock: Clock) -> None:
-        cfg = copy.deepcopy(bench.cfg)
+    def __init__(
+        self, bench: Bench, args: argparse.Namespace, device: torch.device, clock: Clock, recipe: Any = None
+    ) -> None:
+        cfg = copy.deepcopy(bench.cfg if recipe is None else recipe)
         cfg.knn.every_epochs = 0  # this script evaluates; the Trainer's monitor stays off
         cfg.log.tensorboard = cfg.log.progress = False
         cfg.run_dir = f"{tempfile.gettempdir()}/invarlab-tta-unused"  # never written: no fit()
@@ -446,6 +451,29 @@ class LightlySide:
         del self.batches, self.loader  # stops persistent workers before the next side
 
 
+def simclr_recipe(cfg: Any, args: argparse.Namespace) -> Any:
+    """The recipe as the lightly-simclr side trains it, in invarlab: SimCLR (NT-Xent over both views of the
+    batch, a BN projection head), SimCLR's views (colour jitter 0.8 / 0.8 / 0.8 / 0.2) without blur, at the
+    crop scale the lightly side uses, tau ``--simclr-temperature``; network, batch and optimiser unchanged."""
+    out = copy.deepcopy(cfg)
+    m = out.method
+    scale = resolve_scale(cfg) if args.lightly_scale == "recipe" else 0.08
+    m.name, m.views, m.temperature = "simclr", "auto", args.simclr_temperature  # auto: SimCLR's own views
+    m.bn_splits = 1  # lightly's loop has plain BN; SimCLR has no batch leak to split away
+    m.view_overrides = {**dict(m.view_overrides or {}), "blur_p": 0.0, "scale": [scale, 1.0]}
+    return out
+
+
+def same_training(a: Any, b: Any) -> bool:
+    """Whether two recipes train the same thing (the monitor, logging and run directory aside)."""
+    keys = ("data", "method", "optim", "batch_size", "amp", "channels_last", "seed")
+
+    def training(cfg: Any) -> dict:
+        return {k: v for k, v in yaml.safe_load(to_yaml(cfg)).items() if k in keys}
+
+    return training(a) == training(b)
+
+
 def resolve_scale(cfg: Any) -> float:
     """The recipe's minimum crop area: ``method.view_overrides.scale[0]``, else MoCo v2's 0.2."""
     scale = dict(cfg.method.view_overrides or {}).get("scale")
@@ -502,7 +530,11 @@ def run_side(
         mi += len(passed)
         t = time.perf_counter()
         top1 = knn_top1(
-            side.features if name != "invarlab" else side.model, bench, device, amp, bench.cfg.channels_last
+            side.model if isinstance(side, InvarlabSide) else side.features,
+            bench,
+            device,
+            amp,
+            bench.cfg.channels_last,
         )
         eval_s += time.perf_counter() - t
         points.append(
@@ -555,6 +587,14 @@ def run_bench(bench: Bench, args: argparse.Namespace, device: torch.device, amp:
             side: Any = InvarlabSide(bench, args, device, clock)
             extra = {"views": "invarlab batched on-device, recipe view_overrides"}
             how = ""
+        elif name == "invarlab-simclr":
+            recipe = simclr_recipe(cfg, args)
+            if same_training(recipe, cfg) and "invarlab" in args.sides:
+                print(f"   {name}: the recipe is already this SimCLR recipe (the invarlab line): skipped")
+                continue
+            side = InvarlabSide(bench, args, device, clock, recipe)
+            extra = {"views": "invarlab batched on-device, simclr", "min_scale": resolve_scale(recipe)}
+            how = f", SimCLR tau {args.simclr_temperature:g}, crop min_scale {resolve_scale(recipe):g}"
         else:
             side = LightlySide(name.removeprefix("lightly-"), bench, args, device, clock)
             extra = {"min_scale": side.min_scale, "workers": args.lightly_workers}
