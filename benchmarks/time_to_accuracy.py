@@ -359,13 +359,11 @@ class LightlySide:
         self.channels_last = cfg.channels_last
         self.momentum = m.momentum
         size = m.view_size
-        recipe_scale = float(resolve_scale(cfg))
         common = dict(input_size=size, gaussian_blur=0.0)
+        scale = lightly_min_scale(kind, cfg, args)
         if kind == "moco":
-            scale = recipe_scale if args.lightly_scale == "recipe" else 0.2
             transform = MoCoV2Transform(**common, min_scale=scale)
         else:
-            scale = recipe_scale if args.lightly_scale == "recipe" else 0.08
             transform = SimCLRTransform(**common, min_scale=scale)
         self.min_scale = scale
         self.dataset = bench.lightly_data(transform)
@@ -457,7 +455,7 @@ def simclr_recipe(cfg: Any, args: argparse.Namespace) -> Any:
     crop scale the lightly side uses, tau ``--simclr-temperature``; network, batch and optimiser unchanged."""
     out = copy.deepcopy(cfg)
     m = out.method
-    scale = resolve_scale(cfg) if args.lightly_scale == "recipe" else 0.08
+    scale = lightly_min_scale("simclr", cfg, args)
     m.name, m.views, m.temperature = "simclr", "auto", args.simclr_temperature  # auto: SimCLR's own views
     m.bn_splits = 1  # lightly's loop has plain BN; SimCLR has no batch leak to split away
     m.view_overrides = {**dict(m.view_overrides or {}), "blur_p": 0.0, "scale": [scale, 1.0]}
@@ -472,6 +470,14 @@ def same_training(a: Any, b: Any) -> bool:
         return {k: v for k, v in yaml.safe_load(to_yaml(cfg)).items() if k in keys}
 
     return training(a) == training(b)
+
+
+def lightly_min_scale(kind: str, cfg: Any, args: argparse.Namespace) -> float:
+    """Crop ``min_scale`` of the lightly ``kind`` side: the recipe's (``--lightly-scale recipe``) or lightly's
+    own default (0.2 for MoCo v2, 0.08 for SimCLR)."""
+    if args.lightly_scale == "recipe":
+        return float(resolve_scale(cfg))
+    return 0.2 if kind == "moco" else 0.08
 
 
 def resolve_scale(cfg: Any) -> float:
@@ -593,8 +599,9 @@ def run_bench(bench: Bench, args: argparse.Namespace, device: torch.device, amp:
                 print(f"   {name}: the recipe is already this SimCLR recipe (the invarlab line): skipped")
                 continue
             side = InvarlabSide(bench, args, device, clock, recipe)
-            extra = {"views": "invarlab batched on-device, simclr", "min_scale": resolve_scale(recipe)}
-            how = f", SimCLR tau {args.simclr_temperature:g}, crop min_scale {resolve_scale(recipe):g}"
+            scale = resolve_scale(recipe)
+            extra = {"views": "invarlab batched on-device, simclr", "min_scale": scale}
+            how = f", SimCLR tau {args.simclr_temperature:g}, crop min_scale {scale:g}"
         else:
             side = LightlySide(name.removeprefix("lightly-"), bench, args, device, clock)
             extra = {"min_scale": side.min_scale, "workers": args.lightly_workers}

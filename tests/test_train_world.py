@@ -34,7 +34,7 @@ def test_moco_v2_on_a_tiny_world_lowers_its_loss_and_beats_chance(tmp_path):
             "method.momentum=0.99",
             "method.view_overrides={blur_p: 0.0}",
             "optim.base_lr=0.5",
-            "optim.warmup_steps=30",  # the quick start warms up for 300 of its 1,500 steps
+            "optim.warmup_steps=30",  # the quick start warms up for 300 of its 2,000 steps
             "checkpoint.every=0",
             "knn.every_epochs=100",
             "knn.k=20",
