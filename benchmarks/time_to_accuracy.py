@@ -1,23 +1,27 @@
 """Time to accuracy: kNN top-1 on held-out images against training seconds and steps, invarlab vs lightly.
 
 Run: .venv/bin/python benchmarks/time_to_accuracy.py [--minutes 2] [--datasets world folder] [--threads 2]
-     [--invarlab-config configs/quickstart.yaml] [--set key=value ...] [--out benchmarks/results/...json]
+     [--invarlab-config configs/train/simclr_cpu.yaml] [--moco-config configs/quickstart.yaml]
+     [--set key=value ...] [--out benchmarks/results/...json]
 
-Per dataset, four sides train one after the other in this process, each for the same wall-clock budget
+Per dataset, up to five sides train one after the other in this process, each for the same wall-clock budget
 (``--minutes`` of training; evaluations are paused out of the clock):
 
-1. **invarlab**, its own library path. The recipe is a train config loaded by
-   ``invarlab.cli.load_train_config`` (default: the ``train:`` section of configs/quickstart.yaml: MoCo v2,
-   ResNet-18 x0.25 CIFAR stem, 32 px, batch 64; ``--invarlab-config FILE`` and ``--set key=value`` change
-   it). Data come from ``invarlab.train.api.build_datasets``, the method from
+1. **invarlab**, its own library path on the dataset's recipe, a train config loaded by
+   ``invarlab.cli.load_train_config`` (world: ``--invarlab-config``, default configs/train/simclr_cpu.yaml:
+   SimCLR, ResNet-18 x0.25 CIFAR stem, 32 px, batch 64; folder: configs/train/folder_cpu.yaml; ``--set
+   key=value`` changes it). Data come from ``invarlab.train.api.build_datasets``, the method from
    ``invarlab.methods.build_method`` after the seeding that ``train(cfg)`` does, and a ``Trainer`` runs its
    own step (``Trainer._train_step`` on batches of ``Trainer._loader``, epoch by epoch as ``Trainer.fit``
    does, without its logging, checkpoints and monitor): batched views on the device, loss, backward, SGD,
    momentum update.
-2. **invarlab-simclr**: the same Trainer on the recipe turned into the lightly SimCLR side's recipe
+2. **invarlab-moco**: the same Trainer on the MoCo v2 recipe (``moco_recipe``: ``--moco-config``, default the
+   quick start's ``train:`` section, with the dataset recipe's data, network, view size, batch, monitor,
+   autocast and channels-last); skipped where the dataset's recipe already is that recipe.
+3. **invarlab-simclr**: the same Trainer on the recipe turned into the lightly SimCLR side's recipe
    (``simclr_recipe``: SimCLR, its views without blur, tau ``--simclr-temperature``, plain BN), so the two
-   SimCLR lines differ only in the library; skipped where the recipe already is that (the folder preset).
-3. **lightly MoCo v2** and 4. **lightly SimCLR**: lightly 1.6.0's example loops in plain PyTorch:
+   SimCLR lines differ only in the library; skipped where the recipe already is that (simclr_cpu, folder_cpu).
+4. **lightly MoCo v2** and 5. **lightly SimCLR**: lightly 1.6.0's example loops in plain PyTorch:
    ``MoCoV2Transform`` / ``SimCLRTransform(input_size=32, gaussian_blur=0)`` per sample in a DataLoader
    (``--lightly-workers``; on 2 cores 0 workers, the fastest lightly line of train_throughput.py),
    ``MoCoProjectionHead`` / ``SimCLRProjectionHead``, ``NTXentLoss`` (``memory_bank_size=(queue, dim)`` for
@@ -29,13 +33,14 @@ reads the world images from memory as torchvision's CIFAR10 hands them out, and 
 torchvision's ``ImageFolder``, the same PNG files invarlab's folder source decodes), the same backbone class
 (``invarlab.nets.backbones.build_backbone`` at the recipe's arch / stem / width, initialised after
 ``torch.manual_seed(mix_seed(seed, "init"))``, so every side starts from the same weights; checked by a
-checksum), batch size, head sizes, MoCo queue / temperature / key momentum, SGD (the recipe's momentum and
-weight decay, lr = base_lr * batch / 256), warm-up steps, autocast (``invarlab.train.util.resolve_amp``: bf16
-only where the CPU or GPU has it natively) and channels-last. SimCLR's temperature is lightly's default 0.5
-(``--simclr-temperature``). Crop scale of the lightly transforms (``--lightly-scale``): ``recipe`` (default,
-like for like: the recipe's ``view_overrides.scale``, 0.5-1 in the quick start) or ``default`` (lightly's 0.2
-for MoCo v2, 0.08 for SimCLR). Colour jitter, grey-scale, flip and aspect ratios are lightly's defaults, which
-equal MoCo v2's (SimCLR's transform has its own stronger jitter).
+checksum), batch size, head sizes, autocast (``invarlab.train.util.resolve_amp``: bf16 only where the CPU or
+GPU has it natively) and channels-last. Shared by the sides of one method: SGD at its recipe's momentum,
+weight decay, lr (base_lr * batch / 256) and warm-up steps (the MoCo sides the MoCo recipe's, the SimCLR sides
+the dataset recipe's), and MoCo's queue / temperature / key momentum. SimCLR's temperature is lightly's
+default 0.5 (``--simclr-temperature``). Crop scale of the lightly transforms (``--lightly-scale``): ``recipe``
+(default, like for like: the recipe's ``view_overrides.scale``, 0.5-1 in the quick start) or ``default``
+(lightly's 0.2 for MoCo v2, 0.08 for SimCLR). Colour jitter, grey-scale, flip and aspect ratios are lightly's
+defaults, which equal MoCo v2's (SimCLR's transform has its own stronger jitter).
 
 Learning-rate schedule, the same on every side (``--schedule``):
 
@@ -119,10 +124,11 @@ from lightly.models.utils import (  # noqa: E402
 from lightly.transforms import MoCoV2Transform, SimCLRTransform  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
+DEFAULT_CONFIG = ROOT / "configs" / "train" / "simclr_cpu.yaml"
+MOCO_CONFIG = ROOT / "configs" / "quickstart.yaml"
 FOLDER_PRESET = ROOT / "configs" / "train" / "folder_cpu.yaml"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "time_to_accuracy.json"
-SIDES = ("invarlab", "invarlab-simclr", "lightly-moco", "lightly-simclr")
+SIDES = ("invarlab", "invarlab-moco", "invarlab-simclr", "lightly-moco", "lightly-simclr")
 MINUTE_COLUMNS = (1, 2, 5, 10)
 DELTAS = (5, 10, 20)
 
@@ -219,6 +225,7 @@ class Bench:
 
     name: str
     cfg: Any
+    moco_cfg: Any
     train_set: Dataset
     bank: Images
     queries: Images
@@ -283,7 +290,22 @@ def make_bench(name: str, args: argparse.Namespace) -> Bench:
             return out
 
     what += f": {len(train_set)} training images, {len(monitor_set)} held out, {num_classes} classes"
-    return Bench(name, cfg, train_set, bank, queries, num_classes, lightly_data, what)
+    moco = moco_recipe(cfg, args)
+    return Bench(name, cfg, moco, train_set, bank, queries, num_classes, lightly_data, what)
+
+
+def moco_recipe(cfg: Any, args: argparse.Namespace) -> Any:
+    """The MoCo v2 recipe of the MoCo sides on ``cfg``'s dataset: ``--moco-config`` (default: the quick start's
+    ``train:`` section) with ``--set``, then ``cfg``'s data, network, views size, batch, monitor, autocast and
+    channels-last, so that only the method and its optimiser settings differ from the dataset's recipe."""
+    out = load_recipe(args.moco_config, args.set)
+    if out.method.name != "moco":
+        raise SystemExit(f"--moco-config {args.moco_config} trains {out.method.name!r}, not moco")
+    out.data, out.knn, out.seed = copy.deepcopy(cfg.data), copy.deepcopy(cfg.knn), cfg.seed
+    out.batch_size, out.amp, out.channels_last = cfg.batch_size, cfg.amp, cfg.channels_last
+    for key in ("backbone", "stem", "width", "zero_init_residual", "view_size"):
+        setattr(out.method, key, getattr(cfg.method, key))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- sides
@@ -353,7 +375,8 @@ class LightlySide:
     def __init__(
         self, kind: str, bench: Bench, args: argparse.Namespace, device: torch.device, clock: Clock
     ) -> None:
-        cfg, m = bench.cfg, bench.cfg.method
+        cfg = bench.moco_cfg if kind == "moco" else bench.cfg
+        m = cfg.method
         self.kind, self.cfg, self.device = kind, cfg, device
         self.amp = resolve_amp(cfg.amp, device)  # as the Trainer resolves it
         self.channels_last = cfg.channels_last
@@ -568,6 +591,10 @@ def run_bench(bench: Bench, args: argparse.Namespace, device: torch.device, amp:
           f"{cfg.batch_size}, lr {lr:.4g} (base {o.base_lr:g}), wd {o.weight_decay:g}, warm-up {o.warmup_steps}; "
           f"kNN k={cfg.knn.k} T={cfg.knn.temperature:g}, {len(bench.bank)} bank / {len(bench.queries)} queries",
           flush=True)  # fmt: skip
+    mm, mo = bench.moco_cfg.method, bench.moco_cfg.optim
+    print(f"   MoCo recipe ({args.moco_config.name}): queue {mm.queue_size}, key momentum {mm.momentum:g}, tau "
+          f"{mm.temperature:g}, symmetric {mm.symmetric}, bn_splits {mm.bn_splits}, lr "
+          f"{scaled_lr(mo.base_lr, cfg.batch_size):.4g}, warm-up {mo.warmup_steps}", flush=True)  # fmt: skip
     floor_model = Features(fresh_backbone(cfg).to(device))
     if cfg.channels_last:
         floor_model.to(memory_format=torch.channels_last)
@@ -577,6 +604,7 @@ def run_bench(bench: Bench, args: argparse.Namespace, device: torch.device, amp:
     bench.results.update(
         description=bench.description,
         recipe=yaml.safe_load(to_yaml(cfg)),
+        moco_recipe=yaml.safe_load(to_yaml(bench.moco_cfg)),
         floor=round(floor, 3),
         chance=round(chance, 3),
         eval_seconds_each=round(one_eval, 2),
@@ -593,6 +621,13 @@ def run_bench(bench: Bench, args: argparse.Namespace, device: torch.device, amp:
             side: Any = InvarlabSide(bench, args, device, clock)
             extra = {"views": "invarlab batched on-device, recipe view_overrides"}
             how = ""
+        elif name == "invarlab-moco":
+            if same_training(bench.moco_cfg, cfg) and "invarlab" in args.sides:
+                print(f"   {name}: the recipe is already this MoCo recipe (the invarlab line): skipped")
+                continue
+            side = InvarlabSide(bench, args, device, clock, bench.moco_cfg)
+            extra = {"views": "invarlab batched on-device, MoCo recipe view_overrides"}
+            how = f", MoCo recipe {args.moco_config.name}"
         elif name == "invarlab-simclr":
             recipe = simclr_recipe(cfg, args)
             if same_training(recipe, cfg) and "invarlab" in args.sides:
@@ -669,6 +704,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
     ap.add_argument("--invarlab-config", type=Path, default=DEFAULT_CONFIG,
                     help="train config or run config with a train: section")  # fmt: skip
+    ap.add_argument("--moco-config", type=Path, default=MOCO_CONFIG,
+                    help="MoCo v2 recipe of invarlab-moco and lightly-moco (its data and network are the "
+                         "dataset recipe's)")  # fmt: skip
     ap.add_argument("--folder-config", type=Path, default=None,
                     help=f"recipe of the folder dataset (default: {FOLDER_PRESET.relative_to(ROOT)} if it "
                          "exists, else --invarlab-config with data.source=folder)")  # fmt: skip
