@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["eval_app", "load_eval_config", "load_run_config", "run_command"]
+__all__ = ["classify_overrides", "eval_app", "load_eval_config", "load_run_config", "run_command"]
 
 _EVALUATIONS = ("knn", "linear", "fewshot", "invariance", "factor_probes", "corruptions", "svm", "retrieval")
 _HELP = {
@@ -84,6 +84,54 @@ def _evaluate(
     typer.echo(f"results: {results_path(run)}")
 
 
+_CLASSIFY = ("knn", "linear", "fewshot", "corruptions", "retrieval")
+_CLS_DATASET = typer.Option(
+    None,
+    "--dataset",
+    help="world (default), folder (--train-root, --test-root), imagenet, cifar10, cifar100 or stl10 (--root)",
+)
+_CLS_ROOT = typer.Option(None, "--root", help="imagenet / cifar10 / cifar100 / stl10: the dataset's folder")
+_TRAIN_ROOT = typer.Option(None, "--train-root", help="folder: labelled training images (<class>/<image>)")
+_TEST_ROOT = typer.Option(None, "--test-root", help="folder: test images, in the training folder's classes")
+
+
+def classify_overrides(
+    dataset: str | None, root: Path | None, train_root: Path | None, test_root: Path | None
+) -> list[str]:
+    """The ``classify.*`` overrides that the ``--dataset`` / ``--root`` / ``--train-root`` / ``--test-root``
+    options of a classification command stand for."""
+    given = {"dataset": dataset, "root": root, "train_root": train_root, "test_root": test_root}
+    if dataset is None and any(v is not None for v in given.values()):
+        from invarlab.errors import ConfigError
+
+        raise ConfigError(
+            "--root / --train-root / --test-root need --dataset (folder, imagenet, cifar10, ...)"
+        )
+    return [f"classify.{k}={v}" for k, v in given.items() if v is not None]
+
+
+def _make_classify_command(name: str) -> None:
+    def command(
+        run: Path = _RUN,
+        overrides: list[str] | None = _OVERRIDES,
+        config: str | None = _CONFIG,
+        checkpoint: Path | None = _CHECKPOINT,
+        arch: str | None = _ARCH,
+        dataset: str | None = _CLS_DATASET,
+        root: Path | None = _CLS_ROOT,
+        train_root: Path | None = _TRAIN_ROOT,
+        test_root: Path | None = _TEST_ROOT,
+    ) -> None:
+        extra = classify_overrides(dataset, root, train_root, test_root)
+        _evaluate([name], run, [*(overrides or []), *extra], config, checkpoint, arch)
+
+    command.__doc__ = (
+        f"{_HELP[name][0].upper()}{_HELP[name][1:]}; on the world, or with --dataset on your own labelled "
+        f"images (results.json: {name} or {name}_<dataset>)."
+    )
+    eval_app.command(name.replace("_", "-"))(command)
+
+
 def _make_command(name: str) -> None:
     def command(
         run: Path = _RUN,
@@ -132,9 +180,35 @@ def invariance_command(
     typer.echo(f"results: {results_path(run)}")
 
 
+_SVM_DATASET = typer.Option(None, "--dataset", help="world (default: the preset's scenes) or voc (VOC2007)")
+_SVM_ROOT = typer.Option(
+    None, "--root", help="voc: the VOC2007 folder (JPEGImages, Annotations, ImageSets/Main)"
+)
+
+
+def svm_command(
+    run: Path = _RUN,
+    overrides: list[str] | None = _OVERRIDES,
+    config: str | None = _CONFIG,
+    checkpoint: Path | None = _CHECKPOINT,
+    arch: str | None = _ARCH,
+    dataset: str | None = _SVM_DATASET,
+    root: Path | None = _SVM_ROOT,
+) -> None:
+    """VOC07-style multi-label linear SVM mAP: on the world's scenes, or with --dataset voc --root PATH on real
+    VOC2007, trainval -> test (PAPERS.md §2.4.1; results.json: svm or svm_voc)."""
+    extra = [f"svm.dataset={dataset}"] if dataset else []
+    extra += [f"svm.root={root}"] if root is not None else []
+    _evaluate(["svm"], run, [*(overrides or []), *extra], config, checkpoint, arch)
+
+
 for _name in _EVALUATIONS:
     if _name == "invariance":
         eval_app.command("invariance")(invariance_command)
+    elif _name == "svm":
+        eval_app.command("svm")(svm_command)
+    elif _name in _CLASSIFY:
+        _make_classify_command(_name)
     else:
         _make_command(_name)
 
@@ -208,9 +282,15 @@ def all_command(
     config: str | None = _CONFIG,
     checkpoint: Path | None = _CHECKPOINT,
     arch: str | None = _ARCH,
+    dataset: str | None = _CLS_DATASET,
+    root: Path | None = _CLS_ROOT,
+    train_root: Path | None = _TRAIN_ROOT,
+    test_root: Path | None = _TEST_ROOT,
 ) -> None:
-    """Every evaluation listed in the config's `evaluations` (all by default), for model and random."""
-    _evaluate(None, run, overrides, config, checkpoint, arch)
+    """Every evaluation listed in the config's `evaluations` (all by default), for model and random; with
+    --dataset the classification ones (kNN, linear, few-shot, corruptions, retrieval) use your images."""
+    extra = classify_overrides(dataset, root, train_root, test_root)
+    _evaluate(None, run, [*(overrides or []), *extra], config, checkpoint, arch)
 
 
 def load_run_config(args: list[str] | None, config: Path | None) -> Any:

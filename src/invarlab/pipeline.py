@@ -9,10 +9,12 @@ renders and features.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from invarlab.config import opt
 from invarlab.eval.config import EvalConfig
@@ -39,13 +41,14 @@ def run_pipeline(cfg: RunConfig) -> Path:
     from invarlab.train.api import train
 
     timings = {}
+    eval_cfg, classify_sets = _eval_setup(cfg)
     start = time.perf_counter()
     result = train(cfg.train)
     timings["train"] = time.perf_counter() - start
     run_dir = Path(result.run_dir)
 
     start = time.perf_counter()
-    run_evaluations(EvalContext(run_dir, cfg.eval))
+    run_evaluations(EvalContext(run_dir, eval_cfg, classify_sets=classify_sets))
     timings["eval"] = time.perf_counter() - start
     out = run_dir
     if cfg.report:
@@ -56,3 +59,35 @@ def run_pipeline(cfg: RunConfig) -> Path:
         timings["report"] = time.perf_counter() - start
     log.info("stages: %s", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return out
+
+
+def _eval_setup(cfg: RunConfig) -> tuple[EvalConfig, tuple[Any, Any] | None]:
+    """The evaluation config and classification sets of a run. A run trained on a folder is evaluated on
+    that folder: the training images (bank / probe training set) and its monitor images (``data.monitor_root``
+    or the held-out split), labels = class folders, results under ``<evaluation>_folder``; the evaluations
+    that need the world (invariance, factor probes, scene SVM) are left out, and the report says so. Checked
+    before training, so a folder without a labelled test set fails at once."""
+    data = cfg.train.data
+    if data.source != "folder" or cfg.eval.classify.dataset != "world":
+        return cfg.eval, None
+    from invarlab.errors import ConfigError
+    from invarlab.eval.classify_config import CLASSIFY_EVALUATIONS
+    from invarlab.train.api import build_datasets
+
+    train_set, test_set = build_datasets(data, cfg.train.seed)
+    if test_set is None:
+        raise ConfigError(
+            "invarlab run on a folder evaluates on held-out labelled images: set train.data.monitor_root=PATH "
+            "(a folder with the training folder's class names) or train.data.held_out_fraction=0.1"
+        )
+    classify = dataclasses.replace(
+        cfg.eval.classify,
+        dataset="folder",
+        train_root=data.root,
+        test_root=data.monitor_root or "held-out split",
+    )
+    kept = [e for e in cfg.eval.evaluations if e in CLASSIFY_EVALUATIONS]
+    skipped = [e for e in cfg.eval.evaluations if e not in CLASSIFY_EVALUATIONS]
+    if skipped:
+        log.info("not evaluated (they need the world): %s", ", ".join(skipped))
+    return dataclasses.replace(cfg.eval, classify=classify, evaluations=kept), (train_set, test_set)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from invarlab.config import opt
+from invarlab.eval.classify_config import ClassifyConfig
 from invarlab.eval.dense_config import DENSE_EVALUATIONS, DenseEvalConfig
 from invarlab.eval.looc_config import (
     LOOC_EVALUATIONS,
@@ -74,9 +75,21 @@ class CorruptionEvalConfig:
 
 
 @dataclass
+class SvmEvalConfig:
+    """Which images the VOC07-style SVM scores: the world's scenes, or real VOC2007 (trainval -> test)."""
+
+    dataset: str = opt("world", "world (the preset's multilabel scenes) or voc (VOC2007, PAPERS.md §2.4.1)")
+    root: str = opt("", "voc: the VOC2007 folder, VOCdevkit, or the folder holding VOCdevkit")
+    image_size: int = opt(
+        0, "voc: centre crop side; 0 = the evaluation's image size (P2: 224)", range=(0, 1024)
+    )
+
+
+@dataclass
 class EvalConfig:
     """Evaluations of a run's backbone (``model``) against the same architecture randomly initialised
-    (``random``, the floor), on datasets of a world preset. Dataset names refer to that preset."""
+    (``random``, the floor), on datasets of a world preset (dataset names refer to that preset) or, for the
+    classification evaluations, on a dataset read from disk (``classify``)."""
 
     world_preset: str = opt(
         "quickstart", "world preset holding the evaluation datasets (configs/world/NAME.yaml)"
@@ -84,12 +97,15 @@ class EvalConfig:
     world_overrides: list[str] = opt([], "key=value overrides of the world preset")
     classify_train: str = opt("eval_train", "labelled bank / probe training set (category labels)")
     classify_test: str = opt("eval_test", "test set for kNN, linear, few-shot and corruptions")
+    # kNN, linear, few-shot, corruptions, retrieval on the world (above) or on a dataset read from disk
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     invariance_sets: list[str] = opt(
         list(INVARIANCE_FACTORS),
         "datasets of invariance-set kinds; each gives one RIS row (named by its kind)",
     )
     probes: str = opt("probes", "dataset whose factors the factor probes decode")
     multilabel: str = opt("scenes", "scene dataset for the VOC07-style multi-label SVM (categories present)")
+    svm: SvmEvalConfig = field(default_factory=SvmEvalConfig)
     evaluations: list[str] = opt(
         list(EVALUATIONS),
         f"which evaluations 'invarlab eval all' runs: {', '.join(EVALUATIONS)}; "

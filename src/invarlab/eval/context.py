@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 class EvalContext:
     """Evaluations of ``run_dir`` (its newest checkpoint, or ``checkpoint`` when given) under ``cfg``.
 
-    Results, figures and the feature cache all go into ``run_dir``."""
+    Results, figures and the feature cache all go into ``run_dir``. ``classify_sets`` (``(train, test)``,
+    optional) are the classification evaluations' images when ``cfg.classify.dataset`` is not the world,
+    instead of reading them from ``cfg.classify``'s folders (``invarlab run`` passes the training run's own
+    folder and its monitor split)."""
 
     def __init__(
         self,
@@ -32,6 +35,7 @@ class EvalContext:
         cfg: EvalConfig,
         checkpoint: str | Path | None = None,
         arch: str | None = None,
+        classify_sets: tuple[Any, Any] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
@@ -47,6 +51,8 @@ class EvalContext:
         self._kinds: dict[str, str] | None = None
         self._looc: Any = None
         self._representations: list[str] | None = None
+        self._classify: tuple[Any, Any] | None = classify_sets
+        self._voc: tuple[Any, Any] | None = None
         self.run_config = _read_run_config(self.run_dir)
 
     # ------------------------------------------------------------------------------------------- encoders
@@ -134,6 +140,84 @@ class EvalContext:
             rendered = render_datasets(preset)[name].dataset
             self._datasets[name] = WorldDataset(rendered)
         return self._datasets[name]
+
+    # ------------------------------------------------------------------------------ classification sets
+    def classification_sets(self) -> tuple[Any, Any]:
+        """``(train, test)`` of kNN, linear, few-shot, corruptions and retrieval: the world preset's
+        ``classify_train`` / ``classify_test``, or ``cfg.classify``'s dataset read from disk (labels are its
+        classes; folder and ImageNet images decoded at the evaluation's image size, 224 when unknown)."""
+        c = self.cfg.classify
+        if c.dataset == "world":
+            return self.dataset(self.cfg.classify_train), self.dataset(self.cfg.classify_test)
+        if self._classify is None:
+            from invarlab.data.classification import classification_pair
+
+            self._classify = classification_pair(
+                c.dataset,
+                image_size=self.image_size or 224,
+                root=c.root,
+                train_root=c.train_root,
+                test_root=c.test_root,
+                resize=c.resize or None,
+                val_labels=c.val_labels,
+            )
+            train, test = self._classify
+            log.info(
+                "%s: %d training / %d test images, %d classes",
+                c.dataset,
+                len(train),
+                len(test),
+                train.num_classes,
+            )
+        return self._classify
+
+    def voc_classification(self) -> tuple[Any, Any]:
+        """VOC2007 ``trainval`` and ``test`` (:class:`invarlab.data.VOCClassification`) for the SVM, read once:
+        centre crop ``cfg.svm.image_size`` (else the evaluation's image size, else 224) of the image resized
+        to 256/224 of it (P2's 256 -> 224)."""
+        if self._voc is None:
+            from invarlab.data.classification import identity_of
+            from invarlab.data.voc import VOCClassification
+
+            c = self.cfg.svm
+            if not c.root:
+                raise ConfigError("svm.dataset=voc needs the VOC folder: --root PATH (eval: svm.root=PATH)")
+            size = c.image_size or self.image_size or 224
+            resize = round(size * 256 / 224)
+            splits = []
+            for split in ("trainval", "test"):
+                ds = VOCClassification(c.root, split, year="2007", image_size=size, resize=resize)
+                ds.identity = identity_of(ds.ids, ds.targets.numpy(), size, resize)
+                splits.append(ds)
+            self._voc = (splits[0], splits[1])
+        return self._voc
+
+    def classification_features(
+        self, representation: str
+    ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Cached ``((train features, labels), (test features, labels))`` of :meth:`classification_sets`;
+        a dataset read from disk is cached by its image list (``<dataset>-<split>-<identity>``)."""
+        c = self.cfg.classify
+        if c.dataset == "world":
+            return (
+                self.features(representation, self.cfg.classify_train),
+                self.features(representation, self.cfg.classify_test),
+            )
+        from invarlab.data.classification import dataset_identity
+
+        train, test = self.classification_sets()
+        return (
+            self.dataset_features(
+                representation,
+                train,
+                f"{c.dataset}-train-{dataset_identity(train)}",
+                "pooled",
+                self.image_size,
+            ),
+            self.dataset_features(
+                representation, test, f"{c.dataset}-test-{dataset_identity(test)}", "pooled", self.image_size
+            ),
+        )
 
     def features(self, representation: str, name: str, layer: str = "pooled") -> tuple[Tensor, Tensor]:
         """Cached ``(features, labels)`` of world dataset ``name`` under ``representation``."""

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from invarlab.errors import ConfigError
+from invarlab.eval.classify_config import CLASSIFY_EVALUATIONS, classify_key
 from invarlab.eval.config import DENSE_EVALUATIONS, EVALUATIONS, PROBE_FACTORS
 from invarlab.eval.context import EvalContext
 from invarlab.eval.dense_suite import DENSE_EVALUATORS, dense_meta, result_key
@@ -145,17 +146,18 @@ def corruptions(ctx: EvalContext, rep: str) -> dict[str, Any]:
 
     c = ctx.cfg.corruptions
     (xtr, ytr), _ = _classification(ctx, rep)
-    test = ctx.dataset(ctx.cfg.classify_test)
+    _, test = ctx.classification_sets()
     n = len(test)
     keep = (
         torch.randperm(n, generator=torch.Generator().manual_seed(ctx.cfg.seed))[: c.max_images].sort().values
     )
     images = torch.stack([test[int(i)][0] for i in keep])
     labels = test.labels[keep]
+    num_classes = max(test.num_classes, int(ytr.max()) + 1)
     k, temperature = ctx.cfg.knn.k, ctx.cfg.knn.temperature
     return corruption_robustness(
         ctx.featurize(rep),
-        lambda f: knn_classify(xtr, ytr, f, k, temperature, num_classes=test.num_classes),
+        lambda f: knn_classify(xtr, ytr, f, k, temperature, num_classes=num_classes),
         images,
         labels,
         names=tuple(c.names) or DEFAULT_CORRUPTIONS,
@@ -185,6 +187,10 @@ def scene_labels(meta: dict[str, np.ndarray], visible: np.ndarray, num_classes: 
 def svm(ctx: EvalContext, rep: str) -> dict[str, Any]:
     from invarlab.eval.svm import voc07_svm
 
+    if ctx.cfg.svm.dataset == "voc":
+        return _voc_svm(ctx, rep)
+    if ctx.cfg.svm.dataset != "world":
+        raise ConfigError(f"svm.dataset={ctx.cfg.svm.dataset!r}: use world or voc")
     name = ctx.cfg.multilabel
     feats, _ = ctx.features(rep, name)
     ds = ctx.dataset(name)
@@ -198,6 +204,22 @@ def svm(ctx: EvalContext, rep: str) -> dict[str, Any]:
     return voc07_svm(feats[tr], labels[tr], feats[te], labels[te], class_names=list(CATEGORY_NAMES))
 
 
+def _voc_svm(ctx: EvalContext, rep: str) -> dict[str, Any]:
+    """P2's protocol (PAPERS.md §2.4.1) on real VOC2007: SVMs trained on ``trainval`` features, mAP on ``test``;
+    images shorter side 256/224 of the crop, centre crop."""
+    from invarlab.data.voc import VOC_CLASSES
+    from invarlab.eval.svm import voc07_svm
+
+    trainval, test = ctx.voc_classification()
+    feats = {}
+    for split in (trainval, test):
+        name = f"voc2007-{split.split}-{split.identity}"
+        feats[split.split], _ = ctx.dataset_features(rep, split, name, "pooled", split.image_size)
+    return voc07_svm(
+        feats["trainval"], trainval.targets, feats["test"], test.targets, class_names=list(VOC_CLASSES)
+    )
+
+
 def retrieval(ctx: EvalContext, rep: str) -> dict[str, Any]:
     from invarlab.eval.neighbours import nearest_neighbours, retrieval_grid
 
@@ -207,9 +229,10 @@ def retrieval(ctx: EvalContext, rep: str) -> dict[str, Any]:
     hits = (ytr[idx] == yte[:, None]).double()
     out = {f"precision_at_{k}": float(hits.mean() * 100), "precision_at_1": float(hits[:, 0].mean() * 100)}
     if rep == "model":
-        train, test = ctx.dataset(ctx.cfg.classify_train), ctx.dataset(ctx.cfg.classify_test)
+        train, test = ctx.classification_sets()
         queries = _spread(yte, ctx.cfg.retrieval_queries, ctx.cfg.seed)
-        path = ctx.run_dir / "figures" / "retrieval.png"
+        name = classify_key("retrieval", ctx.cfg.classify.dataset)
+        path = ctx.run_dir / "figures" / f"{name}.png"
         retrieval_grid(
             [test[int(q)][0] for q in queries],
             [[train[int(j)][0] for j in idx[q]] for q in queries],
@@ -253,13 +276,15 @@ def run_evaluations(ctx: EvalContext, evaluations: Sequence[str] | None = None) 
             values = EVALUATORS[name](ctx, rep)
             key = result_key(ctx, name) if name in DENSE_EVALUATIONS else name
             key = finegrained_key(ctx) if name == "finegrained" else key
+            key = classify_key(name, ctx.cfg.classify.dataset) if name in CLASSIFY_EVALUATIONS else key
+            key = classify_key(name, ctx.cfg.svm.dataset) if name == "svm" else key
             results = record_result(ctx.run_dir, key, rep, values, meta=_meta(ctx, name))
             log.info("%s / %s: %s (%.1f s)", name, rep, _headline(values), time.perf_counter() - start)
     return results
 
 
 def _classification(ctx: EvalContext, rep: str) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    return ctx.features(rep, ctx.cfg.classify_train), ctx.features(rep, ctx.cfg.classify_test)
+    return ctx.classification_features(rep)
 
 
 def _spread(labels: torch.Tensor, n: int, seed: int) -> list[int]:
@@ -285,8 +310,10 @@ def _meta(ctx: EvalContext, name: str) -> dict[str, Any]:
     if name == "finegrained":
         return finegrained_meta(ctx)
     base = {"world_preset": c.world_preset, "image_size": ctx.image_size}
-    if name in ("knn", "linear", "fewshot", "retrieval", "corruptions"):
-        base.update(train=c.classify_train, test=c.classify_test)
+    if name in CLASSIFY_EVALUATIONS:
+        base.update(_classify_meta(ctx))
+        if c.classify.dataset != "world":
+            del base["world_preset"]
     if name in ("knn", "corruptions"):
         base.update(k=c.knn.k, temperature=c.knn.temperature)
     if name == "fewshot":
@@ -295,7 +322,18 @@ def _meta(ctx: EvalContext, name: str) -> dict[str, Any]:
         base.update(datasets=list(c.invariance_sets))
     if name == "factor_probes":
         base.update(dataset=c.probes)
-    if name == "svm":
+    if name == "svm" and c.svm.dataset == "voc":
+        trainval, test = ctx.voc_classification()
+        del base["world_preset"]
+        base.update(
+            dataset="voc2007",
+            root=c.svm.root,
+            train=f"trainval ({len(trainval)} images)",
+            test=f"test ({len(test)} images)",
+            image_size=test.image_size,
+            resize=test.resize,
+        )
+    elif name == "svm":
         base.update(dataset=c.multilabel, difficult_below_visibility=DIFFICULT_VISIBILITY)
     if name == "sensitivity":
         base.update(dataclasses.asdict(c.sensitivity))
@@ -306,6 +344,25 @@ def _meta(ctx: EvalContext, name: str) -> dict[str, Any]:
             looc_plus_with_v=heads.with_v if c.looc.with_v is None else c.looc.with_v,
         )
     return base
+
+
+def _classify_meta(ctx: EvalContext) -> dict[str, Any]:
+    """Which images the classification evaluations used: world dataset names, or the dataset, its folders
+    and its size."""
+    c = ctx.cfg
+    if c.classify.dataset == "world":
+        return {"train": c.classify_train, "test": c.classify_test}
+    train, test = ctx.classification_sets()
+    roots = {"train": c.classify.train_root, "test": c.classify.test_root}
+    if c.classify.dataset != "folder":
+        roots = {"root": c.classify.root}
+    return {
+        "dataset": c.classify.dataset,
+        **roots,
+        "train_images": len(train),
+        "test_images": len(test),
+        "classes": train.num_classes,
+    }
 
 
 def _headline(values: dict[str, Any]) -> str:

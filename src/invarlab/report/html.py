@@ -47,15 +47,24 @@ def _mean_ris(metrics: dict[str, Any] | None, k: str = "top25") -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _classify_section(run: RunData, evaluation: str) -> dict[str, dict[str, Any]]:
+    """``run``'s results of a classification evaluation: on the world, else on the first dataset read from
+    disk that has it (``knn_folder``, ...)."""
+    for key in sections.classify_keys(evaluation, list(run.results)):
+        if run.section(key):
+            return run.section(key)
+    return {}
+
+
 def knn_floor(run: RunData) -> float | None:
     """The kNN top-1 of the random-init floor ("random" in results.json), or None when not evaluated."""
-    value = number((run.section("knn").get("random") or {}).get("top1"))
+    value = number((_classify_section(run, "knn").get("random") or {}).get("top1"))
     return value if is_finite(value) else None
 
 
 def headline(run: RunData) -> dict[str, Any]:
     """The numbers of a run worth a glance: ``{label: value}`` for what the run has."""
-    model = {key: run.section(key).get("model") or {} for key, _, _ in sections.EVALUATIONS}
+    model = {key: _classify_section(run, key).get("model") or {} for key, _, _ in sections.EVALUATIONS}
     fewshot = model["fewshot"]
     first_shot = next(
         (k for k in sorted(fewshot, key=tb.fewshot_order) if isinstance(fewshot[k], dict)), None
@@ -125,7 +134,10 @@ def render_report(run: RunData) -> str:
     metas = {key: {run.name: run.meta.get(key)} for key in _evaluation_keys([run]) if run.meta.get(key)}
     p3 = looc_section(run)  # P3's per-space table, only for runs with sensitivity results
     keys = [k for k in _evaluation_keys([run]) if not (p3 and is_looc_key(k))]
-    evals, eval_nav = sections.evaluation_sections(lambda key: tb.run_rows(run, key), keys, metas, [run.path])
+    trained_on = str(_get(run.config, "data.source") or "world")
+    evals, eval_nav = sections.evaluation_sections(
+        lambda key: tb.run_rows(run, key), keys, metas, [run.path], trained_on=trained_on
+    )
     if p3:
         evals, eval_nav = [*evals, p3[0]], [*eval_nav, p3[1]]
     figs, fig_nav = sections.figure_sections(run, tb.run_rows(run, "retrieval"))

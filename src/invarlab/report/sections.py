@@ -13,12 +13,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from invarlab.eval.classify_config import CLASSIFY_DATASETS, CLASSIFY_EVALUATIONS
 from invarlab.report import combined, markup, plots
 from invarlab.report import tables as tb
 from invarlab.report.run import RunData, flatten, is_finite, number
 
 __all__ = [
     "EVALUATIONS",
+    "classify_keys",
+    "classify_split",
     "command",
     "eval_command",
     "evaluation_sections",
@@ -68,6 +71,34 @@ EVALUATIONS = (
 )
 # "retrieval" is shown with its grid (figure_sections), not as an "Other" evaluation.
 KNOWN = {key for key, _, _ in EVALUATIONS} | {"retrieval"}
+# Sections that only the world can fill (its factors, sets and scenes).
+WORLD_ONLY = ("invariance", "factor_probes", "svm")
+DATASET_TITLES = {
+    "folder": "your folder",
+    "imagenet": "ImageNet",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "stl10": "STL-10",
+    "voc": "VOC2007",
+}
+
+
+# The real datasets each of these evaluations can read besides the world (results.json: <evaluation>_<dataset>).
+ON_DISK = {**{e: CLASSIFY_DATASETS[1:] for e in CLASSIFY_EVALUATIONS}, "svm": ("voc",)}
+
+
+def classify_split(key: str) -> tuple[str, str] | None:
+    """``(evaluation, dataset)`` of a classification result on a dataset read from disk (``knn_cifar10`` ->
+    ``("knn", "cifar10")``, ``svm_voc`` -> ``("svm", "voc")``), else None."""
+    for name in sorted(ON_DISK, key=len, reverse=True):  # linear_sgd before linear
+        if key.startswith(name + "_") and key.removeprefix(name + "_") in ON_DISK[name]:
+            return name, key.removeprefix(name + "_")
+    return None
+
+
+def classify_keys(evaluation: str, evaluations: Sequence[str]) -> list[str]:
+    """``evaluation``'s own key and its keys on datasets read from disk, those present in ``evaluations``."""
+    return [k for k in evaluations if k == evaluation or (classify_split(k) or ("",))[0] == evaluation]
 
 
 def command(*words: str | Path) -> str:
@@ -131,24 +162,43 @@ def evaluation_sections(
     metas: dict[str, dict[str, Any]],
     run_paths: Sequence[Path],
     corner: str = "representation",
+    trained_on: str = "world",
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """Sections (markup) and navigation entries for every known evaluation and any other stored ones.
 
     ``rows_of(evaluation)`` gives the rows; ``metas[evaluation]`` the settings per row label;
     ``evaluations`` the keys present in any run's results, so unknown ones are shown too; ``corner`` heads
-    the row labels.
+    the row labels. A classification section shows its world key and every ``<evaluation>_<dataset>`` key
+    (one table per dataset); ``trained_on`` (the runs' data source) other than the world marks the
+    evaluations only the world can fill as "not evaluated (needs the world)".
     """
     out, nav = [], []
-    others = [(e, f"Other: {e}", "") for e in evaluations if e not in KNOWN and not combined.split_key(e)]
+    others = [
+        (e, f"Other: {e}", "")
+        for e in evaluations
+        if e not in KNOWN and not combined.split_key(e) and not classify_split(e)
+    ]
     for key, title, about in (*EVALUATIONS, *others):
         anchor = f"eval-{key}"
         rows = rows_of(key)
+        on_disk = [k for k in classify_keys(key, evaluations) if k != key and rows_of(k)]
         if key in combined.SECTIONS:  # drawn from several results.json keys
             body = [f'<p class="sub">{markup.esc(about)}</p>']
             body += combined.body(key, evaluations, rows_of, metas, run_paths, corner, _settings)
-        elif rows:
+        elif rows or on_disk:
             body = [f'<p class="sub">{markup.esc(about)}</p>' if about else ""]
-            body += [_settings(metas.get(key, {})), *_body(key, rows, corner)]
+            for k in ([key] if rows else []) + on_disk:
+                if on_disk:
+                    dataset = (classify_split(k) or ("", "world"))[1]
+                    body.append(f"<h3>{markup.esc(DATASET_TITLES.get(dataset, dataset))}</h3>")
+                body += [_settings(metas.get(k, {})), *_body(key, rows_of(k), corner)]
+        elif trained_on != "world" and key in WORLD_ONLY:
+            body = [
+                markup.hint(
+                    f"not evaluated (needs the world; this run trained on {trained_on})",
+                    eval_command(key, run_paths),
+                )
+            ]
         else:
             body = [markup.hint("not evaluated", eval_command(key, run_paths))]
         out.append(markup.section(anchor, title, body))
