@@ -148,6 +148,8 @@ def test_run_on_a_folder_config_reports_that_folder(tmp_path):
     page = (out / "report.html").read_text()
     assert "your folder" in page and "needs the world; this run trained on folder" in page
     assert (out / "figures" / "retrieval_folder.png").is_file()
+    retrieval = page[page.index('id="retrieval"') :]
+    assert 'alt="retrieval grid"' in retrieval.split("</section>")[0]  # the folder's grid, in its section
 
 
 def _write_voc2007(root, n: int) -> list[str]:

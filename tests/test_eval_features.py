@@ -147,3 +147,20 @@ def test_head_from_state_dict_rebuilds_bn_heads():
     h.eval(), rebuilt.eval()
     x = torch.randn(5, 16)
     torch.testing.assert_close(rebuilt(x), h(x))
+
+
+def test_streamed_extraction_in_workers_and_float16_equals_the_reference(tmp_path, caplog):
+    backbone, head = _net()
+    enc = F_.Encoder(backbone, head, "k", "s")
+    ds = Images(n=45)
+    ref, _ = _reference(backbone, head, ds)
+    with caplog.at_level("INFO", logger="invarlab.eval.features"):
+        feats, labels = extract(enc, ds, batch_size=2, num_workers=1)  # 23 batches: progress is logged
+    torch.testing.assert_close(feats, ref, rtol=1e-4, atol=1e-5)
+    assert labels.tolist() == [i % 3 for i in range(45)]
+    assert any("features: " in r.getMessage() and "/ 45 images" in r.getMessage() for r in caplog.records)
+    half, _ = extract(enc, ds, batch_size=16, dtype=torch.float16)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), ref, rtol=2e-3, atol=2e-3)
+    cached_features(tmp_path, enc, ds, "imgs", "pooled", dtype=torch.float16)
+    assert [f.name for f in (tmp_path / "features" / "k").iterdir()] == ["imgs-pooled-fp16.pt"]

@@ -53,6 +53,22 @@ def test_scores_match_sklearn_cosine_knn_with_exp_weights(
     assert (pred.numpy() == ref.predict(xq.numpy())).all()
 
 
+@pytest.mark.parametrize("bank_chunk", [7, 20, 149])
+def test_a_bank_in_chunks_gives_the_one_pass_scores_also_from_float16(bank_chunk: int) -> None:
+    x, y, xq, _ = _fixture(150, 40, 12, 5, seed=3)
+    # The same neighbours; their weights are summed in another order (float32: relative 1e-5).
+    one_pass = knn_scores(x, y, xq, k=20, temperature=0.1)
+    chunked = knn_scores(x, y, xq, k=20, temperature=0.1, bank_chunk=bank_chunk)
+    torch.testing.assert_close(chunked, one_pass, rtol=1e-5, atol=0)
+    half = x.half()
+    torch.testing.assert_close(
+        knn_scores(half, y, xq, k=20, temperature=0.1, bank_chunk=bank_chunk),
+        knn_scores(half, y, xq, k=20, temperature=0.1),
+        rtol=1e-5,
+        atol=0,
+    )
+
+
 def test_hand_example() -> None:
     # Train points on the unit circle at 0, 60, 180 and 90 degrees with classes 0, 0, 1, 1 (scaled: scale must
     # not matter). The query at 10 degrees, k = 3: neighbours 0 deg (cos 10), 60 deg (cos 50), 90 deg (cos 80).

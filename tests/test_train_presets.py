@@ -40,3 +40,16 @@ def test_train_quickstart_is_the_quick_starts_training():
     assert OmegaConf.to_container(OmegaConf.structured(alone)) == OmegaConf.to_container(
         OmegaConf.structured(in_run)
     )
+
+
+def test_the_folder_run_preset_trains_folder_cpu():
+    """`invarlab run folder` trains what `invarlab train folder_cpu` trains (run_dir aside)."""
+    from omegaconf import OmegaConf
+
+    from invarlab.cli_eval import load_run_config
+
+    alone = OmegaConf.to_container(OmegaConf.structured(load_train_config(["folder_cpu"], None)))
+    in_run = OmegaConf.to_container(OmegaConf.structured(load_run_config(["folder"], None).train))
+    assert in_run.pop("run_dir") == "runs/folder"
+    alone.pop("run_dir")
+    assert alone == in_run

@@ -85,6 +85,10 @@ def _evaluate(
 
 
 _CLASSIFY = ("knn", "linear", "fewshot", "corruptions", "retrieval")
+_HELP["linear_sgd"] = (
+    "standard linear evaluation: SGD on the frozen backbone with crops and flips (MoCo's lincls; "
+    "linear_sgd.epochs=N)"
+)
 _CLS_DATASET = typer.Option(
     None,
     "--dataset",
@@ -202,6 +206,7 @@ def svm_command(
     _evaluate(["svm"], run, [*(overrides or []), *extra], config, checkpoint, arch)
 
 
+_make_classify_command("linear_sgd")
 for _name in _EVALUATIONS:
     if _name == "invariance":
         eval_app.command("invariance")(invariance_command)
@@ -288,9 +293,12 @@ def all_command(
     test_root: Path | None = _TEST_ROOT,
 ) -> None:
     """Every evaluation listed in the config's `evaluations` (all by default), for model and random; with
-    --dataset the classification ones (kNN, linear, few-shot, corruptions, retrieval) use your images."""
+    --dataset only the classification ones (kNN, linear, few-shot, corruptions, retrieval), on your images."""
     extra = classify_overrides(dataset, root, train_root, test_root)
-    _evaluate(None, run, [*(overrides or []), *extra], config, checkpoint, arch)
+    names = None
+    if dataset not in (None, "world") and not any(o.startswith("evaluations=") for o in overrides or []):
+        names = [n for n in _EVALUATIONS if n in _CLASSIFY]
+    _evaluate(names, run, [*(overrides or []), *extra], config, checkpoint, arch)
 
 
 def load_run_config(args: list[str] | None, config: Path | None) -> Any:

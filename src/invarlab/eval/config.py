@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from invarlab.config import opt
-from invarlab.eval.classify_config import ClassifyConfig
+from invarlab.eval.classify_config import ClassifyConfig, LinearSgdConfig
 from invarlab.eval.dense_config import DENSE_EVALUATIONS, DenseEvalConfig
 from invarlab.eval.looc_config import (
     LOOC_EVALUATIONS,
@@ -21,11 +21,14 @@ __all__ = [
     "EVALUATIONS",
     "INVARIANCE_FACTORS",
     "LOOC_EVALUATIONS",
+    "OPTIONAL_EVALUATIONS",
     "PROBE_FACTORS",
     "EvalConfig",
 ]
 
 EVALUATIONS = ("knn", "linear", "fewshot", "invariance", "factor_probes", "corruptions", "svm", "retrieval")
+# Run only when listed: the standard linear protocol trains through the backbone for many epochs.
+OPTIONAL_EVALUATIONS = ("linear_sgd",)
 INVARIANCE_FACTORS = (
     "viewpoint",
     "illum_direction",
@@ -99,6 +102,7 @@ class EvalConfig:
     classify_test: str = opt("eval_test", "test set for kNN, linear, few-shot and corruptions")
     # kNN, linear, few-shot, corruptions, retrieval on the world (above) or on a dataset read from disk
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    linear_sgd: LinearSgdConfig = field(default_factory=LinearSgdConfig)  # the standard linear protocol
     invariance_sets: list[str] = opt(
         list(INVARIANCE_FACTORS),
         "datasets of invariance-set kinds; each gives one RIS row (named by its kind)",
@@ -109,7 +113,8 @@ class EvalConfig:
     evaluations: list[str] = opt(
         list(EVALUATIONS),
         f"which evaluations 'invarlab eval all' runs: {', '.join(EVALUATIONS)}; "
-        f"the dense ones ({', '.join(DENSE_EVALUATIONS)}) and P3's ({', '.join(LOOC_EVALUATIONS)}) only when "
+        f"the standard linear protocol (linear_sgd), the dense ones ({', '.join(DENSE_EVALUATIONS)}) and P3's "
+        f"({', '.join(LOOC_EVALUATIONS)}) only when "
         "listed",
     )
     representations: list[str] = opt(
@@ -121,6 +126,12 @@ class EvalConfig:
         0, "side images are resized to before the network; 0 = the run's training view size"
     )
     batch_size: int = opt(256, "feature-extraction batch size", range=(1, None))
+    workers: int = opt(0, "DataLoader processes decoding images for feature extraction", range=(0, 64))
+    feature_dtype: str = opt(
+        "float32",
+        "storage of cached features: float32, or float16 (half the memory: a 1.28 M x 2048 bank is 5 GB)",
+        choices=("float32", "float16"),
+    )
     device: str = opt("auto", "auto (CUDA when available), cpu, cuda, cuda:1, ...")
     seed: int = opt(0, "seed of every random choice in the evaluations (splits, trials, corruptions)")
     knn: KnnEvalConfig = field(default_factory=KnnEvalConfig)

@@ -245,6 +245,8 @@ class EvalContext:
             image_size=image_size,
             batch_size=self.cfg.batch_size,
             device=self.device,
+            num_workers=self.cfg.workers,
+            dtype=torch.float16 if self.cfg.feature_dtype == "float16" else torch.float32,
         )
 
     def featurize(self, representation: str):

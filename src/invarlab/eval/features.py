@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,8 @@ __all__ = [
     "latest_checkpoint",
     "random_encoder",
 ]
+
+log = logging.getLogger(__name__)
 
 LAYERS = ("pooled", "head", "layer3", "layer4")
 _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
@@ -228,10 +232,16 @@ def extract(
     device: torch.device | str = "cpu",
     dilate: bool = False,
     transform: Callable[[Tensor], Tensor] | None = None,
+    num_workers: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """``(features, labels)`` of every image of ``dataset`` (in order), float32 on the CPU.
+    """``(features, labels)`` of every image of ``dataset`` (in order), ``dtype`` (float32, or float16 to halve
+    the memory of a large bank) on the CPU.
 
-    ``transform`` (optional) maps the float ``[0, 1]`` batch before normalisation (e.g. a corruption)."""
+    ``transform`` (optional) maps the float ``[0, 1]`` batch before normalisation (e.g. a corruption). Images
+    are decoded by ``num_workers`` DataLoader processes (0: in this one). The output is allocated once, from
+    the first batch's shape, and filled batch by batch, so memory stays at the output plus one batch; progress
+    is logged about every 10% of a dataset of more than 20 batches."""
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}: use one of {', '.join(LAYERS)}")
     if layer == "head" and encoder.head is None:
@@ -241,9 +251,19 @@ def extract(
     backbone.to(device).eval()
     if encoder.head is not None:
         encoder.head.to(device).eval()
-    feats, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate)
-    for images, y in loader:
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise ValueError("the dataset is empty: nothing to extract")
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate, num_workers=num_workers
+    )
+    batches = len(loader)
+    every = max(1, batches // 10) if batches > 20 else 0
+    start = time.perf_counter()
+    feats: Tensor | None = None
+    labels = torch.empty(n, dtype=torch.long)
+    done = 0
+    for b, (images, y) in enumerate(loader):
         x = _prepare(to_float(images.to(device)), image_size, transform)
         if layer in ("pooled", "head"):
             f = backbone.forward_features(x)
@@ -251,11 +271,16 @@ def extract(
                 f = encoder.head(f)  # type: ignore[misc]
         else:
             f = backbone.feature_maps(x, (layer,))[layer]
-        feats.append(f.float().cpu())
-        labels.append(y)
-    if not feats:
-        raise ValueError("the dataset is empty: nothing to extract")
-    return torch.cat(feats), torch.cat(labels)
+        if feats is None:
+            feats = torch.empty((n, *f.shape[1:]), dtype=dtype)
+        feats[done : done + len(f)] = f.to("cpu", dtype)
+        labels[done : done + len(f)] = y
+        done += len(f)
+        if every and (b + 1) % every == 0:
+            rate = done / (time.perf_counter() - start)
+            log.info("features: %d / %d images (%.0f img/s, %s)", done, n, rate, encoder.source)
+    assert feats is not None and done == n, "the loader returned fewer images than the dataset holds"
+    return feats, labels
 
 
 def _prepare(x: Tensor, image_size: int | None, transform: Callable[[Tensor], Tensor] | None) -> Tensor:
@@ -291,9 +316,16 @@ def cached_features(
     """:func:`extract` with a cache at ``<run>/features/<encoder.key>/<dataset_name>-<layer>[...].pt``
     (written atomically; a stale or unreadable file is recomputed)."""
     size = kwargs.get("image_size")
+    half = kwargs.get("dtype") == torch.float16
     tag = "-".join(
         str(p)
-        for p in (dataset_name, layer, f"s{size}" if size else "", "dil" if kwargs.get("dilate") else "")
+        for p in (
+            dataset_name,
+            layer,
+            f"s{size}" if size else "",
+            "dil" if kwargs.get("dilate") else "",
+            "fp16" if half else "",
+        )
         if p
     )
     path = Path(run_dir) / "features" / encoder.key / f"{tag}.pt"

@@ -2,11 +2,14 @@
 that :func:`run_evaluations` records in ``results.json`` (section = the evaluation's name).
 
 * ``knn`` / ``linear`` / ``fewshot``: category of unseen instances (``classify_test``) from a bank of seen
-  ones (``classify_train``);
+  ones (``classify_train``), or with ``classify.dataset`` the classes of a dataset read from disk (a folder,
+  ImageNet, CIFAR, STL-10; results under ``<evaluation>_<dataset>``); ``linear_sgd`` (only when listed): the
+  standard linear protocol on the same images (:mod:`invarlab.eval.linear_sgd`);
 * ``invariance``: RIS Top-10 / Top-25 (PAPERS.md §1.3) on each invariance-set dataset, named by its kind;
 * ``factor_probes``: linear decoding of each world factor from the features (instance-grouped splits);
 * ``corruptions``: kNN accuracy on corrupted test images, 5 severities per corruption;
-* ``svm``: VOC07-style multi-label linear SVMs on scene images (categories present);
+* ``svm``: VOC07-style multi-label linear SVMs on scene images (categories present), or on real VOC2007
+  (``svm.dataset=voc``: ``svm_voc``);
 * ``retrieval``: precision of the nearest neighbours and the query / neighbours grid (``figures/retrieval.png``);
 * ``segment_retrieval`` / ``label_propagation`` / ``seg_probe``: dense features without finetuning, on the
   world or on VOC / DAVIS (:mod:`invarlab.eval.dense_suite`; run only when listed);
@@ -30,7 +33,7 @@ import torch
 
 from invarlab.errors import ConfigError
 from invarlab.eval.classify_config import CLASSIFY_EVALUATIONS, classify_key
-from invarlab.eval.config import DENSE_EVALUATIONS, EVALUATIONS, PROBE_FACTORS
+from invarlab.eval.config import DENSE_EVALUATIONS, EVALUATIONS, OPTIONAL_EVALUATIONS, PROBE_FACTORS
 from invarlab.eval.context import EvalContext
 from invarlab.eval.dense_suite import DENSE_EVALUATORS, dense_meta, result_key
 from invarlab.eval.finegrained import finegrained, finegrained_meta
@@ -60,6 +63,22 @@ def linear(ctx: EvalContext, rep: str) -> dict[str, Any]:
 
     (xtr, ytr), (xte, yte) = _classification(ctx, rep)
     return linear_probe(xtr, ytr, xte, yte, seed=ctx.cfg.seed)
+
+
+def linear_sgd(ctx: EvalContext, rep: str) -> dict[str, Any]:
+    from invarlab.eval.linear_sgd import train_linear_sgd
+
+    train, test = ctx.classification_sets()
+    return train_linear_sgd(
+        ctx.encoder(rep).backbone,
+        train,
+        test,
+        max(train.num_classes, int(test.labels.max()) + 1),
+        ctx.cfg.linear_sgd,
+        image_size=ctx.image_size or 224,
+        device=ctx.device,
+        seed=ctx.cfg.seed,
+    )
 
 
 def fewshot(ctx: EvalContext, rep: str) -> dict[str, Any]:
@@ -246,6 +265,7 @@ def retrieval(ctx: EvalContext, rep: str) -> dict[str, Any]:
 EVALUATORS: dict[str, Callable[[EvalContext, str], dict[str, Any]]] = {
     "knn": knn,
     "linear": linear,
+    "linear_sgd": linear_sgd,
     "fewshot": fewshot,
     "invariance": invariance,
     "factor_probes": factor_probes,
@@ -256,7 +276,7 @@ EVALUATORS: dict[str, Callable[[EvalContext, str], dict[str, Any]]] = {
     "sensitivity": sensitivity,
     "finegrained": finegrained,
 }
-assert set(EVALUATORS) == set(EVALUATIONS) | set(DENSE_EVALUATIONS) | set(LOOC_EVALUATIONS)
+assert set(EVALUATORS) == {*EVALUATIONS, *OPTIONAL_EVALUATIONS, *DENSE_EVALUATIONS, *LOOC_EVALUATIONS}
 
 
 def run_evaluations(ctx: EvalContext, evaluations: Sequence[str] | None = None) -> dict[str, Any]:
@@ -270,8 +290,8 @@ def run_evaluations(ctx: EvalContext, evaluations: Sequence[str] | None = None) 
     representations = ctx.representations
     for name in names:
         for rep in representations:
-            if name in DENSE_EVALUATIONS and is_space(rep):
-                continue  # a LooC space has no feature maps
+            if (name in DENSE_EVALUATIONS or name == "linear_sgd") and is_space(rep):
+                continue  # a LooC space has no feature maps, nor a backbone of its own to train through
             start = time.perf_counter()
             values = EVALUATORS[name](ctx, rep)
             key = result_key(ctx, name) if name in DENSE_EVALUATIONS else name
@@ -314,6 +334,8 @@ def _meta(ctx: EvalContext, name: str) -> dict[str, Any]:
         base.update(_classify_meta(ctx))
         if c.classify.dataset != "world":
             del base["world_preset"]
+    if name == "linear_sgd":
+        base.update(dataclasses.asdict(c.linear_sgd))
     if name in ("knn", "corruptions"):
         base.update(k=c.knn.k, temperature=c.knn.temperature)
     if name == "fewshot":

@@ -140,7 +140,10 @@ def render_report(run: RunData) -> str:
     )
     if p3:
         evals, eval_nav = [*evals, p3[0]], [*eval_nav, p3[1]]
-    figs, fig_nav = sections.figure_sections(run, tb.run_rows(run, "retrieval"))
+    retrieval = next(
+        (k for k in sections.classify_keys("retrieval", list(run.results)) if run.section(k)), "retrieval"
+    )
+    figs, fig_nav = sections.figure_sections(run, tb.run_rows(run, retrieval), retrieval)
     return markup.page(
         f"invarlab report: {run.name}",
         _run_header(run),

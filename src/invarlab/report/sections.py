@@ -55,6 +55,11 @@ EVALUATIONS = (
         "Linear probe",
         "Multinomial logistic regression on frozen features; weight decay chosen on validation.",
     ),
+    (
+        "linear_sgd",
+        "Linear evaluation (standard protocol)",
+        "A linear classifier trained by SGD on the frozen backbone with random crops and flips (MoCo's lincls).",
+    ),
     ("fewshot", "Few-shot classification", "N-way K-shot episodes: mean accuracy ± 95% confidence interval."),
     ("svm", "Linear SVM", "Per-class linear SVMs (VOC07 protocol): mean average precision and AP per class."),
     (
@@ -71,6 +76,8 @@ EVALUATIONS = (
 )
 # "retrieval" is shown with its grid (figure_sections), not as an "Other" evaluation.
 KNOWN = {key for key, _, _ in EVALUATIONS} | {"retrieval"}
+# Evaluations run only when asked for: their section appears only when they have results.
+OPTIONAL = ("linear_sgd",)
 # Sections that only the world can fill (its factors, sets and scenes).
 WORLD_ONLY = ("invariance", "factor_probes", "svm")
 DATASET_TITLES = {
@@ -192,6 +199,8 @@ def evaluation_sections(
                     dataset = (classify_split(k) or ("", "world"))[1]
                     body.append(f"<h3>{markup.esc(DATASET_TITLES.get(dataset, dataset))}</h3>")
                 body += [_settings(metas.get(k, {})), *_body(key, rows_of(k), corner)]
+        elif key in OPTIONAL:
+            continue  # run only on request: no "not evaluated" note when nobody asked for it
         elif trained_on != "world" and key in WORLD_ONLY:
             body = [
                 markup.hint(
@@ -281,18 +290,20 @@ def _first_chance(runs: dict[str, list[dict[str, Any]]]) -> float | None:
     return next((c for recs in runs.values() if (c := plots.monitor_chance(recs)) is not None), None)
 
 
-def figure_sections(run: RunData, rows: tb.Rows) -> tuple[list[str], list[tuple[str, str]]]:
-    """The retrieval section (its ``rows`` of precision numbers and ``figures/retrieval.png``) and every other
-    figure an evaluation wrote."""
-    retrieval = run.figures.get("retrieval.png")
-    body = [_settings({run.name: run.meta.get("retrieval")})]
+def figure_sections(
+    run: RunData, rows: tb.Rows, key: str = "retrieval"
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The retrieval section (its ``rows`` of precision numbers and ``figures/<key>.png``; ``key`` is
+    ``retrieval`` or ``retrieval_<dataset>``) and every other figure an evaluation wrote."""
+    retrieval = run.figures.get(f"{key}.png")
+    body = [_settings({run.name: run.meta.get(key)})]
     if rows:
         body.append(_table(tb.metric_table(rows, "retrieval"), "representation"))
     if retrieval:
         body.append(
             markup.figure(
                 retrieval,
-                "queries and their nearest neighbours (figures/retrieval.png)",
+                f"queries and their nearest neighbours (figures/{key}.png)",
                 "retrieval grid",
                 600,
             )
@@ -301,7 +312,7 @@ def figure_sections(run: RunData, rows: tb.Rows) -> tuple[list[str], list[tuple[
         body = [markup.hint("not evaluated", eval_command("retrieval", [run.path]))]
     out = [markup.section("retrieval", "Nearest-neighbour retrieval", body)]
     nav = [("retrieval", "Retrieval")]
-    others = {name: png for name, png in run.figures.items() if name != "retrieval.png"}
+    others = {name: png for name, png in run.figures.items() if name != f"{key}.png"}
     if others:
         figs = [markup.figure(png, f"figures/{name}", name, 400) for name, png in others.items()]
         out.append(markup.section("figures", "Other figures", figs))

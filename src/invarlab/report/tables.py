@@ -66,6 +66,7 @@ FACTOR_LABELS = {
 PREFERRED = {
     "knn": ("top1", "top5"),
     "linear": ("top1", "top5", "weight_decay"),
+    "linear_sgd": ("top1", "top5"),
     "svm": ("map",),
     "retrieval": ("precision_at_1",),
 }
