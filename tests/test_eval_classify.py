@@ -107,6 +107,28 @@ def _folder(root, n_per_class: int, seed: int) -> None:
             Image.fromarray(px).save(root / cls / f"{k}.png")
 
 
+_TINY_RUN = [
+    "train.method.view_size=16",
+    "train.method.width=0.125",
+    "train.method.queue_size=32",
+    "train.batch_size=8",
+    "train.steps=3",
+    "train.optim.warmup_steps=1",
+    "train.knn.every_epochs=100",
+    "train.device=cpu",
+    "eval.device=cpu",
+    "eval.knn.k=5",
+    "eval.fewshot.shots=[1]",
+    "eval.fewshot.ways=2",
+    "eval.fewshot.queries=2",
+    "eval.fewshot.trials=2",
+    "eval.corruptions.names=[contrast]",
+    "eval.corruptions.severities=[1]",
+    "eval.retrieval_queries=2",
+    "eval.retrieval_neighbours=2",
+]
+
+
 def test_run_on_a_folder_config_reports_that_folder(tmp_path):
     _folder(tmp_path / "train", 12, 0)
     _folder(tmp_path / "val", 4, 1)
@@ -120,24 +142,7 @@ def test_run_on_a_folder_config_reports_that_folder(tmp_path):
             f"train.data.root={tmp_path / 'train'}",
             f"train.data.monitor_root={tmp_path / 'val'}",
             "train.data.image_size=16",
-            "train.method.view_size=16",
-            "train.method.width=0.125",
-            "train.method.queue_size=32",
-            "train.batch_size=8",
-            "train.steps=3",
-            "train.optim.warmup_steps=1",
-            "train.knn.every_epochs=100",
-            "train.device=cpu",
-            "eval.device=cpu",
-            "eval.knn.k=5",
-            "eval.fewshot.shots=[1]",
-            "eval.fewshot.ways=2",
-            "eval.fewshot.queries=2",
-            "eval.fewshot.trials=2",
-            "eval.corruptions.names=[contrast]",
-            "eval.corruptions.severities=[1]",
-            "eval.retrieval_queries=2",
-            "eval.retrieval_neighbours=2",
+            *_TINY_RUN,
         ]
     )
     results = json.loads((out / "results.json").read_text())
@@ -192,3 +197,24 @@ def test_svm_on_real_voc2007_layout_equals_the_protocol_on_extracted_features(ru
     xte, _ = extract(enc, test)
     expect = voc07_svm(xtr, trainval.targets, xte, test.targets, class_names=list(VOC_CLASSES))
     assert results["svm_voc"]["model"]["mAP"] == pytest.approx(expect["mAP"], abs=1e-9)
+
+
+def test_run_on_a_cifar_config_trains_and_evaluates_on_cifar(tmp_path):
+    write_cifar10(tmp_path, n_per_batch=6)
+    out = tmp_path / "run"
+    _cli(
+        [
+            "run",
+            "quickstart",
+            f"train.run_dir={out}",
+            "train.data.source=cifar10",
+            f"train.data.root={tmp_path}",
+            *_TINY_RUN,
+            "eval.evaluations=[knn,linear,retrieval]",  # 6 test images in 10 classes: too few for episodes
+        ]
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["knn_cifar10"]) == {"model", "random"}
+    meta = results["_meta"]["knn_cifar10"]
+    assert (meta["train_images"], meta["test_images"], meta["root"]) == (30, 6, str(tmp_path))
+    assert "CIFAR-10" in (out / "report.html").read_text()

@@ -62,13 +62,14 @@ def run_pipeline(cfg: RunConfig) -> Path:
 
 
 def _eval_setup(cfg: RunConfig) -> tuple[EvalConfig, tuple[Any, Any] | None]:
-    """The evaluation config and classification sets of a run. A run trained on a folder is evaluated on
-    that folder: the training images (bank / probe training set) and its monitor images (``data.monitor_root``
-    or the held-out split), labels = class folders, results under ``<evaluation>_folder``; the evaluations
-    that need the world (invariance, factor probes, scene SVM) are left out, and the report says so. Checked
-    before training, so a folder without a labelled test set fails at once."""
+    """The evaluation config and classification sets of a run. A run trained on a folder (or on CIFAR /
+    STL-10) is evaluated on that data: its training images as the bank / probe training set, its monitor images
+    (``data.monitor_root`` or the held-out split; CIFAR's / STL-10's test split) as the test set, results
+    under ``<evaluation>_<source>``; the evaluations that need the world (invariance, factor probes, scene
+    SVM) are left out, and the report says so. Checked before training, so a folder without a labelled test
+    set fails at once."""
     data = cfg.train.data
-    if data.source != "folder" or cfg.eval.classify.dataset != "world":
+    if data.source not in ("folder", "cifar10", "cifar100", "stl10") or cfg.eval.classify.dataset != "world":
         return cfg.eval, None
     from invarlab.errors import ConfigError
     from invarlab.eval.classify_config import CLASSIFY_EVALUATIONS
@@ -80,12 +81,11 @@ def _eval_setup(cfg: RunConfig) -> tuple[EvalConfig, tuple[Any, Any] | None]:
             "invarlab run on a folder evaluates on held-out labelled images: set train.data.monitor_root=PATH "
             "(a folder with the training folder's class names) or train.data.held_out_fraction=0.1"
         )
-    classify = dataclasses.replace(
-        cfg.eval.classify,
-        dataset="folder",
-        train_root=data.root,
-        test_root=data.monitor_root or "held-out split",
-    )
+    if data.source == "folder":
+        where = {"train_root": data.root, "test_root": data.monitor_root or "held-out split"}
+    else:
+        where = {"root": data.root}
+    classify = dataclasses.replace(cfg.eval.classify, dataset=data.source, **where)
     kept = [e for e in cfg.eval.evaluations if e in CLASSIFY_EVALUATIONS]
     skipped = [e for e in cfg.eval.evaluations if e not in CLASSIFY_EVALUATIONS]
     if skipped:

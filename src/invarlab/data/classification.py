@@ -43,8 +43,10 @@ from invarlab.data.folder import IMAGE_EXTENSIONS, FolderDataset
 from invarlab.errors import DataError
 
 __all__ = [
+    "ARRAY_SOURCES",
     "CLASSIFICATION_DATASETS",
     "ArrayImages",
+    "array_split",
     "cifar",
     "classification_pair",
     "dataset_identity",
@@ -90,6 +92,7 @@ class ArrayImages(Dataset):
         self.identity = identity
         self.name = name
         self.column_major = column_major  # STL-10 stores each plane column by column
+        self.positions = np.arange(len(self._labels))  # this dataset's samples, as rows of images
 
     @property
     def num_classes(self) -> int:
@@ -97,20 +100,38 @@ class ArrayImages(Dataset):
 
     @property
     def labels(self) -> Tensor:
-        return torch.from_numpy(self._labels)
+        return torch.from_numpy(self._labels[self.positions])
+
+    def subset(self, positions: Sequence[int] | Tensor) -> ArrayImages:
+        """The samples at ``positions`` of this dataset (``index`` stays the row in the full array, as for
+        :class:`FolderDataset`); the images are shared, not copied."""
+        out = ArrayImages.__new__(ArrayImages)
+        out.__dict__.update(self.__dict__)
+        out.positions = self.positions[np.asarray(positions, dtype=np.int64)]
+        out.identity = identity_of(self.identity, out.positions)
+        return out
 
     def __len__(self) -> int:
-        return len(self._labels)
+        return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
-        image = np.asarray(self.images[i])
+        j = int(self.positions[i])
+        image = np.asarray(self.images[j])
         if self.column_major:
             image = image.transpose(0, 2, 1)
-        return torch.from_numpy(np.ascontiguousarray(image)), int(self._labels[i]), i
+        return torch.from_numpy(np.ascontiguousarray(image)), int(self._labels[j]), j
 
     def __repr__(self) -> str:
         shape = tuple(self.images.shape[1:])
         return f"ArrayImages({self.name!r}, n={len(self)}, classes={self.num_classes}, image={shape})"
+
+
+ARRAY_SOURCES = ("cifar10", "cifar100", "stl10")
+
+
+def array_split(dataset: str, root: str | os.PathLike[str], split: str) -> ArrayImages:
+    """``split`` (train / test) of one of :data:`ARRAY_SOURCES`."""
+    return stl10(root, split) if dataset == "stl10" else cifar(root, split, dataset)
 
 
 # ------------------------------------------------------------------------------------------- ImageFolder
@@ -375,6 +396,4 @@ def classification_pair(
         )
     if dataset == "imagenet":
         return imagenet(root, image_size, resize, val_labels or None)
-    if dataset == "stl10":
-        return stl10(root, "train"), stl10(root, "test")
-    return cifar(root, "train", dataset), cifar(root, "test", dataset)
+    return array_split(dataset, root, "train"), array_split(dataset, root, "test")

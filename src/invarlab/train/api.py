@@ -81,6 +81,12 @@ def build_datasets(data: DataConfig, seed: int) -> tuple[Dataset, Dataset | None
         from invarlab.data.video import VideoFrames, open_videos
 
         return VideoFrames(open_videos(data.root), data.image_size or 64, data.resize or None), None
+    if data.source in ("cifar10", "cifar100", "stl10"):  # native 32 / 96 px; the test split is the monitor
+        from invarlab.data.classification import array_split
+
+        return _sampled(array_split(data.source, data.root, "train"), data), array_split(
+            data.source, data.root, "test"
+        )
     size = data.image_size or 64
     if data.source.startswith("coco"):
         from invarlab.data.coco import CocoBoxes, CocoImages

@@ -41,8 +41,9 @@ class DataConfig:
     source: str = opt(
         "world",
         "image source: world, folder (ImageNet-style), coco (full scenes), coco_boxes (ground-truth box crops), "
-        "video (frame folders / video files, docs/video.md)",
-        choices=("world", "folder", "coco", "coco_boxes", "video"),
+        "video (frame folders / video files, docs/video.md), cifar10 / cifar100 / stl10 (as distributed: "
+        "train split, native size; the test split is the kNN monitor)",
+        choices=("world", "folder", "coco", "coco_boxes", "video", "cifar10", "cifar100", "stl10"),
     )
     world_preset: str = opt("tiny", "world: preset name (configs/world/NAME.yaml) or YAML file")
     world_dataset: str = opt("object_centric", "world: which dataset of the preset to train on")
@@ -219,6 +220,10 @@ def check_train_config(cfg: TrainConfig, device_type: str) -> None:
         raise ConfigError("amp=fp16 needs a CUDA device; on a CPU use amp=bf16 (or amp=none)")
     if cfg.data.source == "folder" and not cfg.data.root:
         raise ConfigError("data.source=folder needs data.root=PATH (a folder of class sub-folders)")
+    if cfg.data.source in ("cifar10", "cifar100", "stl10") and not cfg.data.root:
+        raise ConfigError(
+            f"data.source={cfg.data.source} needs data.root=PATH (the extracted archive, or the folder holding it)"
+        )
     if cfg.data.source == "video" and not cfg.data.root:
         raise ConfigError("data.source=video needs data.root=PATH (a folder of frame folders or video files)")
     if cfg.data.source.startswith("coco") and not (cfg.data.root and cfg.data.annotations):
