@@ -166,8 +166,9 @@ def _flat_val(root, labels: list[str]) -> list[str]:
 def test_imagenet_flat_val_with_kaggle_csv(tmp_path):
     _imagenet_train(tmp_path)
     names = _flat_val(tmp_path, ["n02", "n01", "n03", "n02"])
+    # Each image's first box names its class; a second box of another class must not count.
     rows = ["ImageId,PredictionString"] + [
-        f"{n},{w} 1 2 3 4 {w} 5 6 7 8" for n, w in zip(names, ["n02", "n01", "n03", "n02"], strict=True)
+        f"{n},{w} 1 2 3 4 n03 5 6 7 8" for n, w in zip(names, ["n02", "n01", "n03", "n02"], strict=True)
     ]
     (tmp_path / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
     train, val = imagenet(tmp_path, 8)
@@ -203,6 +204,15 @@ def test_imagenet_text_labels_folder_val_and_errors(tmp_path):
     (tmp_path / "val_labels.txt").write_text(f"{names[0]}.JPEG n09\n{names[1]}.JPEG n01\n")
     with pytest.raises(DataError, match="n09 have no folder"):
         imagenet(tmp_path, 8)
+    (tmp_path / "val_labels.txt").write_text(f"{names[0]}.JPEG 7\n{names[1]}.JPEG n01\n")
+    with pytest.raises(DataError, match="class index 7 is out of range"):
+        imagenet(tmp_path, 8)
+    (tmp_path / "val_labels.txt").write_text("n01\nn03\n")
+    with pytest.raises(DataError, match="must be ILSVRC2012_IDs"):
+        imagenet(tmp_path, 8)
+    (tmp_path / "val" / ".ipynb_checkpoints").mkdir()  # a hidden folder does not make val a class-folder val
+    (tmp_path / "val_labels.txt").write_text(f"{names[0]}.JPEG n01\n{names[1]}.JPEG 2\n")
+    assert imagenet(tmp_path, 8)[1].labels.tolist() == [0, 2]
     _write_png(tmp_path / "no_val" / "train" / "n01" / "a.JPEG", (0, 0, 0))
     with pytest.raises(DataError, match="no_val' has no val/ folder"):
         imagenet(tmp_path / "no_val", 8)

@@ -218,3 +218,25 @@ def test_run_on_a_cifar_config_trains_and_evaluates_on_cifar(tmp_path):
     meta = results["_meta"]["knn_cifar10"]
     assert (meta["train_images"], meta["test_images"], meta["root"]) == (30, 6, str(tmp_path))
     assert "CIFAR-10" in (out / "report.html").read_text()
+
+
+def test_float16_feature_storage_gives_the_float32_neighbours(run_dir, tmp_path):
+    write_cifar10(tmp_path, n_per_batch=8, seed=3)
+    common = [
+        "eval",
+        "knn",
+        str(run_dir),
+        "--dataset",
+        "cifar10",
+        "--root",
+        str(tmp_path),
+        f"knn.k={K}",
+        "device=cpu",
+    ]
+    _cli(common)
+    full = json.loads((run_dir / "results.json").read_text())["knn_cifar10"]
+    _cli([*common, "feature_dtype=float16"])
+    half = json.loads((run_dir / "results.json").read_text())["knn_cifar10"]
+    for rep in ("model", "random"):  # 8 test images: one flipped neighbour vote would move top-1 by 12.5
+        assert abs(half[rep]["top1"] - full[rep]["top1"]) <= 12.5, rep
+    assert list((run_dir / "features").rglob("cifar10-test-*-fp16.pt"))

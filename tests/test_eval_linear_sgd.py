@@ -54,6 +54,7 @@ def test_two_epochs_follow_hand_computed_sgd_with_momentum_and_decay():
     fc = nn.Linear(feats.shape[1], 3)
     w, b = fc.weight.detach().clone().double(), fc.bias.detach().clone().double()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    backbone.train()  # the protocol must put it in eval mode itself, or BatchNorm statistics would move
     result = train_linear_sgd(backbone, data, data, 3, cfg, image_size=12, seed=1, classifier=fc)
 
     x, onehot = feats.double(), F.one_hot(labels, 3).double()

@@ -271,9 +271,11 @@ def compare_command(
 
 # ------------------------------------------------------------------------------------------- eval / run
 from invarlab.cli_eval import eval_app, run_command  # noqa: E402  (after app: the sub-app registers on it)
+from invarlab.cli_study import study_command  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 app.command("run")(run_command)
+app.command("study")(study_command)
 
 
 def main(argv: list[str] | None = None) -> None:

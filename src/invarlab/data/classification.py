@@ -142,7 +142,7 @@ def folder_pair(
     resize: int | None = None,
 ) -> tuple[FolderDataset, FolderDataset]:
     """Train and test :class:`FolderDataset` with the training folder's classes (test classes must be a
-    subset); each gets an ``identity`` from its file list and labels."""
+    subset); :func:`dataset_identity` names each by its files and labels."""
     for what, root in (("train", train_root), ("test", test_root)):
         if not str(root):
             raise DataError(
@@ -188,7 +188,7 @@ def imagenet(
                 f"{base}/val (class folders, or flat with a label file such as LOC_val_solution.csv)"
             )
     train = FolderDataset(train_dir, image_size, resize)
-    if any(d.is_dir() for d in val_dir.iterdir()):
+    if any(d.is_dir() and not d.name.startswith(".") for d in val_dir.iterdir()):
         try:
             val = FolderDataset(val_dir, image_size, resize, classes=train.classes)
         except DataError as err:
@@ -239,17 +239,30 @@ def _read_val_labels(path: Path, files: list[Path], base: Path, classes: list[st
         if not rows or [c.strip() for c in rows[0][:2]] != ["ImageId", "PredictionString"]:
             raise DataError(f"{path}: expected Kaggle's header 'ImageId,PredictionString'")
         return {r[0].strip(): r[1].split()[0] for r in rows[1:] if len(r) >= 2 and r[1].split()}
+    formats = (
+        "one ILSVRC2012_ID per line (the devkit's ground truth), '<file> <wnid or class index>' lines, or "
+        "Kaggle's LOC_val_solution.csv"
+    )
     lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
     if lines and all(len(ln) == 1 for ln in lines):  # devkit ground truth: ILSVRC2012_IDs in file order
+        if not all(ln[0].isdigit() for ln in lines):
+            raise DataError(
+                f"{path}: single-word lines must be ILSVRC2012_IDs (integers); accepted: {formats}"
+            )
         return _devkit_labels(path, [int(ln[0]) for ln in lines], files, base)
     out = {}
     for n, words in enumerate(lines, 1):
         if len(words) != 2:
-            raise DataError(
-                f"{path}, line {n}: expected '<file> <wnid or class index>', got {' '.join(words)!r}"
-            )
+            raise DataError(f"{path}, line {n}: got {' '.join(words)!r}; accepted: {formats}")
         name, label = words
-        out[Path(name).stem] = classes[int(label)] if label.isdigit() and int(label) < len(classes) else label
+        if label.isdigit():
+            if int(label) >= len(classes):
+                raise DataError(
+                    f"{path}, line {n}: class index {label} is out of range: the training folder has "
+                    f"{len(classes)} classes (0..{len(classes) - 1})"
+                )
+            label = classes[int(label)]
+        out[Path(name).stem] = label
     return out
 
 
@@ -272,6 +285,9 @@ def _devkit_labels(path: Path, ids: list[int], files: list[Path], base: Path) ->
         raise DataError(
             f"{path}: {len(ids)} labels for {len(files)} images in the val folder; they must match"
         )
+    unknown = sorted(set(ids) - set(wnid))
+    if unknown:
+        raise DataError(f"{path}: ILSVRC2012_ID(s) {unknown[:5]} are not in the synsets of {meta}")
     return {p.stem: wnid[i] for p, i in zip(files, ids, strict=True)}
 
 

@@ -154,7 +154,7 @@ class EvalContext:
 
             self._classify = classification_pair(
                 c.dataset,
-                image_size=self.image_size or 224,
+                image_size=self.classify_size,
                 root=c.root,
                 train_root=c.train_root,
                 test_root=c.test_root,
@@ -206,35 +206,44 @@ class EvalContext:
         from invarlab.data.classification import dataset_identity
 
         train, test = self.classification_sets()
+        half = self.cfg.feature_dtype == "float16"
+        size = self.classify_size
+        train_name = f"{c.dataset}-train-{dataset_identity(train)}"
+        test_name = f"{c.dataset}-test-{dataset_identity(test)}"
         return (
-            self.dataset_features(
-                representation,
-                train,
-                f"{c.dataset}-train-{dataset_identity(train)}",
-                "pooled",
-                self.image_size,
-            ),
-            self.dataset_features(
-                representation, test, f"{c.dataset}-test-{dataset_identity(test)}", "pooled", self.image_size
-            ),
+            self.dataset_features(representation, train, train_name, "pooled", size, half),
+            self.dataset_features(representation, test, test_name, "pooled", size, half),
         )
+
+    @property
+    def classify_size(self) -> int:
+        """The side images of a dataset read from disk are evaluated at: the evaluation's image size, 224
+        when unknown (a torchvision or MoCo checkpoint without a run config)."""
+        return self.image_size or 224
 
     def features(self, representation: str, name: str, layer: str = "pooled") -> tuple[Tensor, Tensor]:
         """Cached ``(features, labels)`` of world dataset ``name`` under ``representation``."""
         return self.dataset_features(representation, self.dataset(name), name, layer, self.image_size)
 
     def dataset_features(
-        self, representation: str, dataset: Any, cache_name: str, layer: str, image_size: int | None
+        self,
+        representation: str,
+        dataset: Any,
+        cache_name: str,
+        layer: str,
+        image_size: int | None,
+        half: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """``(features, labels)`` of any ``(image, label, index)`` dataset, cached under ``cache_name``.
 
         A LooC space or LooC++ is its head applied to the cached backbone features (eval mode, so exactly
-        what a forward pass through the space gives): the backbone runs once for all spaces."""
+        what a forward pass through the space gives): the backbone runs once for all spaces. ``half`` stores
+        the features as float16 (``feature_dtype=float16``: the classification banks)."""
         if _is_space(representation, layer):
-            v, labels = self.dataset_features("model", dataset, cache_name, "pooled", image_size)
+            v, labels = self.dataset_features("model", dataset, cache_name, "pooled", image_size, half)
             head = self.encoder(representation).head
             with torch.no_grad():
-                chunks = [head(c.to(self.device)).float().cpu() for c in v.split(self.cfg.batch_size)]  # type: ignore[misc]
+                chunks = [head(c.to(self.device).float()).float().cpu() for c in v.split(self.cfg.batch_size)]  # type: ignore[misc]
             return torch.cat(chunks), labels
         return cached_features(
             self.run_dir,
@@ -246,7 +255,7 @@ class EvalContext:
             batch_size=self.cfg.batch_size,
             device=self.device,
             num_workers=self.cfg.workers,
-            dtype=torch.float16 if self.cfg.feature_dtype == "float16" else torch.float32,
+            dtype=torch.float16 if half else torch.float32,
         )
 
     def featurize(self, representation: str):

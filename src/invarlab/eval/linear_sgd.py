@@ -65,11 +65,12 @@ def train_linear_sgd(
     device: torch.device | str = "cpu",
     seed: int = 0,
     classifier: nn.Linear | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Train ``fc`` on the frozen ``backbone`` (any module with ``forward_features``) over ``train``, then
     score ``test``; ``{"top1", "top5", "epochs", "final_lr"}``. ``classifier`` (optional) is the ``fc`` to train
-    in place (default: a fresh one, initialised as the module docstring says). The backbone's parameters and
-    buffers are checked to be unchanged at the end."""
+    in place (default: a fresh one, initialised as the module docstring says); ``workers`` DataLoader
+    processes decode images. The backbone's parameters and buffers are checked to be unchanged at the end."""
     device = torch.device(device)
     g = torch.Generator().manual_seed(seed)
     backbone.to(device).eval()
@@ -88,7 +89,9 @@ def train_linear_sgd(
         lr = epoch_lr(cfg, epoch)
         for group in opt_.param_groups:
             group["lr"] = lr
-        loader = DataLoader(train, cfg.batch_size, shuffle=True, generator=g, collate_fn=_collate)
+        loader = DataLoader(
+            train, cfg.batch_size, shuffle=True, generator=g, collate_fn=_collate, num_workers=workers
+        )
         total, count = 0.0, 0
         for images, labels in loader:
             x = to_float(images.to(device))
@@ -107,7 +110,9 @@ def train_linear_sgd(
         )
     scores, targets = [], []
     with torch.no_grad():
-        for images, labels in DataLoader(test, cfg.batch_size, shuffle=False, collate_fn=_collate):
+        for images, labels in DataLoader(
+            test, cfg.batch_size, shuffle=False, collate_fn=_collate, num_workers=workers
+        ):
             x = to_float(images.to(device))
             if x.shape[-1] != image_size or x.shape[-2] != image_size:
                 x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True).clamp(

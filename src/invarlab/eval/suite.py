@@ -62,7 +62,7 @@ def linear(ctx: EvalContext, rep: str) -> dict[str, Any]:
     from invarlab.eval.linear import linear_probe
 
     (xtr, ytr), (xte, yte) = _classification(ctx, rep)
-    return linear_probe(xtr, ytr, xte, yte, seed=ctx.cfg.seed)
+    return linear_probe(xtr.float(), ytr, xte.float(), yte, seed=ctx.cfg.seed)
 
 
 def linear_sgd(ctx: EvalContext, rep: str) -> dict[str, Any]:
@@ -75,9 +75,10 @@ def linear_sgd(ctx: EvalContext, rep: str) -> dict[str, Any]:
         test,
         max(train.num_classes, int(test.labels.max()) + 1),
         ctx.cfg.linear_sgd,
-        image_size=ctx.image_size or 224,
+        image_size=ctx.classify_size,
         device=ctx.device,
         seed=ctx.cfg.seed,
+        workers=ctx.cfg.workers,
     )
 
 
@@ -87,7 +88,7 @@ def fewshot(ctx: EvalContext, rep: str) -> dict[str, Any]:
     c = ctx.cfg.fewshot
     _, (xte, yte) = _classification(ctx, rep)  # episodes of unseen instances
     return few_shot_suite(
-        xte,
+        xte.float(),
         yte,
         ways=(c.ways, "all"),
         shots=tuple(c.shots),
@@ -244,7 +245,7 @@ def retrieval(ctx: EvalContext, rep: str) -> dict[str, Any]:
 
     (xtr, ytr), (xte, yte) = _classification(ctx, rep)
     k = ctx.cfg.retrieval_neighbours
-    idx, _ = nearest_neighbours(xtr, xte, k)
+    idx, _ = nearest_neighbours(xtr.float(), xte.float(), k)
     hits = (ytr[idx] == yte[:, None]).double()
     out = {f"precision_at_{k}": float(hits.mean() * 100), "precision_at_1": float(hits[:, 0].mean() * 100)}
     if rep == "model":

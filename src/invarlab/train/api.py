@@ -84,9 +84,11 @@ def build_datasets(data: DataConfig, seed: int) -> tuple[Dataset, Dataset | None
     if data.source in ("cifar10", "cifar100", "stl10"):  # native 32 / 96 px; the test split is the monitor
         from invarlab.data.classification import array_split
 
-        return _sampled(array_split(data.source, data.root, "train"), data), array_split(
-            data.source, data.root, "test"
-        )
+        train = _sampled(array_split(data.source, data.root, "train"), data)
+        test = array_split(data.source, data.root, "test")
+        # A class subset (data.classes) trains on some classes: the monitor scores those only.
+        kept = torch.isin(test.labels, torch.unique(train.labels))
+        return train, test if bool(kept.all()) else test.subset(torch.nonzero(kept).squeeze(1))
     size = data.image_size or 64
     if data.source.startswith("coco"):
         from invarlab.data.coco import CocoBoxes, CocoImages
