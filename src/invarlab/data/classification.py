@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from invarlab.data.finegrained import FinegrainedImages
 from invarlab.data.folder import IMAGE_EXTENSIONS, FolderDataset
+from invarlab.data.positions import Positioned
 from invarlab.errors import DataError
 
 __all__ = [
@@ -73,7 +74,7 @@ def identity_of(*parts: object) -> str:
     return digest.hexdigest()[:10]
 
 
-class ArrayImages(Dataset):
+class ArrayImages(Positioned, Dataset):
     """Images held as a ``uint8`` array ``(N, 3, H, W)`` (or a memory map of another layout, converted per
     item by ``to_chw``), with integer labels."""
 
@@ -94,25 +95,10 @@ class ArrayImages(Dataset):
         self.column_major = column_major  # STL-10 stores each plane column by column
         self.positions = np.arange(len(self._labels))  # this dataset's samples, as rows of images
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def labels(self) -> Tensor:
-        return torch.from_numpy(self._labels[self.positions])
-
     def subset(self, positions: Sequence[int] | Tensor) -> ArrayImages:
-        """The samples at ``positions`` of this dataset (``index`` stays the row in the full array, as for
-        :class:`FolderDataset`); the images are shared, not copied."""
-        out = ArrayImages.__new__(ArrayImages)
-        out.__dict__.update(self.__dict__)
-        out.positions = self.positions[np.asarray(positions, dtype=np.int64)]
+        out = super().subset(positions)
         out.identity = identity_of(self.identity, out.positions)
         return out
-
-    def __len__(self) -> int:
-        return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
         j = int(self.positions[i])

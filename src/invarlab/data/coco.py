@@ -33,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from invarlab.data.positions import Positioned
 from invarlab.errors import DataError
 
 __all__ = ["CocoBoxes", "CocoImages", "read_coco"]
@@ -70,7 +71,7 @@ def read_coco(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-class _CocoBase(Dataset):
+class _CocoBase(Positioned, Dataset):
     """Shared by both sources: samples ``(file, box or None, label)``; the dataset API of FolderDataset."""
 
     def __init__(
@@ -126,24 +127,6 @@ class _CocoBase(Dataset):
         self.boxes = boxes
         self._labels = np.asarray(labels, dtype=np.int64)
         self.positions = np.arange(len(files))
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def labels(self) -> Tensor:
-        return torch.from_numpy(self._labels[self.positions])
-
-    def subset(self, positions: Sequence[int] | Tensor) -> _CocoBase:
-        """The samples at ``positions``, sharing this dataset's files (``index`` stays the full position)."""
-        out = self.__class__.__new__(self.__class__)
-        out.__dict__.update(self.__dict__)
-        out.positions = self.positions[np.asarray(positions, dtype=np.int64)]
-        return out
-
-    def __len__(self) -> int:
-        return len(self.positions)
 
     def _load(self, j: int) -> Tensor:
         with Image.open(self.root / self.files[j]) as im:

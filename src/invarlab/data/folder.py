@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from invarlab.data.positions import Positioned
 from invarlab.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "load_image"]
@@ -60,7 +61,7 @@ def _readable(path: Path) -> bool:
         return False
 
 
-class FolderDataset(Dataset):
+class FolderDataset(Positioned, Dataset):
     """``(image uint8 (3, S, S), label, index)`` from ``root/<class>/...`` with classes sorted by name.
 
     ``classes`` fixes the class list (e.g. a validation folder takes the training folder's, so labels agree);
@@ -128,26 +129,6 @@ class FolderDataset(Dataset):
         self._labels = np.array([y for _, y in files], dtype=np.int64)
         self.positions = np.arange(len(self.paths))  # this dataset's samples, as indices into paths
         self.load_failures = 0  # files that passed the header check but failed to decode (per process)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def labels(self) -> Tensor:
-        """Labels of this dataset's samples, in order."""
-        return torch.from_numpy(self._labels[self.positions])
-
-    def subset(self, positions: Sequence[int] | Tensor) -> FolderDataset:
-        """The samples at ``positions`` of this dataset, sharing its file list and classes (the returned
-        ``index`` stays the position in the full file list, as for :class:`WorldDataset`)."""
-        out = FolderDataset.__new__(FolderDataset)
-        out.__dict__.update(self.__dict__)
-        out.positions = self.positions[np.asarray(positions, dtype=np.int64)]
-        return out
-
-    def __len__(self) -> int:
-        return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
         n = len(self)

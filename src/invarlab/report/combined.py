@@ -50,6 +50,11 @@ DATASET_LABELS = {
     "pascal3d": "Pascal3D+",
     "voc": "VOC",
     "davis": "DAVIS",
+    "folder": "your folder",
+    "imagenet": "ImageNet",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "stl10": "STL-10",
 }
 DENSE_TITLES = {
     "segment_retrieval": "Segment retrieval (mIoU)",

@@ -80,14 +80,6 @@ KNOWN = {key for key, _, _ in EVALUATIONS} | {"retrieval"}
 OPTIONAL = ("linear_sgd",)
 # Sections that only the world can fill (its factors, sets and scenes).
 WORLD_ONLY = ("invariance", "factor_probes", "svm")
-DATASET_TITLES = {
-    "folder": "your folder",
-    "imagenet": "ImageNet",
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-    "stl10": "STL-10",
-    "voc": "VOC2007",
-}
 
 
 # The real datasets each of these evaluations can read besides the world (results.json: <evaluation>_<dataset>).
@@ -197,7 +189,7 @@ def evaluation_sections(
             for k in ([key] if rows else []) + on_disk:
                 if on_disk:
                     dataset = (classify_split(k) or ("", "world"))[1]
-                    body.append(f"<h3>{markup.esc(DATASET_TITLES.get(dataset, dataset))}</h3>")
+                    body.append(f"<h3>{markup.esc(combined.DATASET_LABELS.get(dataset, dataset))}</h3>")
                 body += [_settings(metas.get(k, {})), *_body(key, rows_of(k), corner)]
         elif key in OPTIONAL:
             continue  # run only on request: no "not evaluated" note when nobody asked for it
