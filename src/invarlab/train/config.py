@@ -125,6 +125,12 @@ class OptimConfig:
         "as grad_norm (0 = off)",
         range=(0.0, None),
     )
+    nonfinite: str = opt(
+        "stop",
+        "a NaN / infinite loss or gradient: stop (before the update, naming the last good checkpoint) or skip "
+        "the update and count it (stops after 10 skips in a row)",
+        choices=("stop", "skip"),
+    )
 
 
 @dataclass

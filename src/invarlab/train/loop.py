@@ -36,6 +36,7 @@ from invarlab.errors import CheckpointError, ConfigError, DataError, UserError
 from invarlab.nets.checkpoints import make_checkpoint
 from invarlab.train import checkpoint as ck
 from invarlab.train.config import TrainConfig, check_train_config
+from invarlab.train.lock import run_lock
 from invarlab.train.log import RunLogger
 from invarlab.train.monitor import extract_features, knn_predict
 from invarlab.train.optim import build_optimizer
@@ -51,7 +52,12 @@ _RUN_KEYS = ("run_dir", "resume", "device", "log.*", "knn.*", "checkpoint.*", "d
 
 
 class NonFiniteLossError(UserError):
-    """The loss became NaN or infinite; training stopped before the update, the last checkpoint is intact."""
+    """The loss or a gradient became NaN or infinite; training stopped before the update, the last checkpoint
+    is intact."""
+
+
+# optim.nonfinite=skip stops after this many consecutive skipped steps: the run is diverging, not hiccuping.
+_MAX_SKIPS_IN_A_ROW = 10
 
 
 @dataclasses.dataclass
@@ -194,6 +200,8 @@ class Trainer:
         # The views generator lives on the CPU: the views module draws there, so views match on any device.
         self.generator = torch.Generator().manual_seed(mix_seed(cfg.seed, self.rank, "views"))
         self.step = 0
+        self.skipped_steps = 0  # optim.nonfinite=skip: updates skipped in this process
+        self._skips_in_a_row = 0
         self.run_dir = self._resolve_run_dir()
 
     # -------------------------------------------------------------------------------------------- setup
@@ -230,6 +238,28 @@ class Trainer:
                 log.warning("%s: config changed on resume: %s", path, ", ".join(changed))
         path.write_text(text)
 
+    def _newest_readable(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that loads, with its content; an unreadable newer one (truncated, garbage)
+        is named in a warning and renamed ``*.corrupt`` (kept for inspection, never resumed from again), and
+        the previous one is tried. None when there is no checkpoint; an error when none of them loads."""
+        found = ck.list_checkpoints(self.run_dir)
+        bad = []
+        for _, path in reversed(found):
+            try:
+                return path, ck.load_training_checkpoint(path)
+            except CheckpointError as err:
+                log.warning("%s: unreadable, resuming from the previous checkpoint instead (%s)", path, err)
+                bad.append(path.name)
+                if self.rank == 0:
+                    with contextlib.suppress(OSError):
+                        path.rename(path.with_name(path.name + ".corrupt"))
+        if bad:
+            raise CheckpointError(
+                f"{self.run_dir}: none of its checkpoints can be read ({', '.join(bad)}, renamed *.corrupt); "
+                "start afresh with resume=none in another run_dir, or restore a copy of a checkpoint"
+            )
+        return None
+
     def _resume(self) -> Path | None:
         resume = self.cfg.resume
         if resume == "none":
@@ -240,10 +270,14 @@ class Trainer:
                     "run, or choose another run_dir for a fresh one"
                 )
             return None
-        path = ck.find_latest(self.run_dir) if resume == "auto" else Path(resume).expanduser()
-        if path is None:
-            return None
-        ckpt = ck.load_training_checkpoint(path)
+        if resume == "auto":
+            found = self._newest_readable()
+            if found is None:
+                return None
+            path, ckpt = found
+        else:
+            path = Path(resume).expanduser()
+            ckpt = ck.load_training_checkpoint(path)
         try:
             self.method.load_state_dict(ckpt["method_state"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -344,29 +378,55 @@ class Trainer:
         bad = (~torch.isfinite(loss.detach().float())).float().reshape(1)
         if self.world_size > 1:  # every rank must stop together, or the others hang in the next all-reduce
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item():
-            last = ck.find_latest(self.run_dir)
-            where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-            raise NonFiniteLossError(
-                f"loss is {float(loss.detach())} at step {t + 1} (lr {lr:.4g}); stopped before the update, {where}. "
-                "Lower optim.base_lr, add optim.warmup_steps or set amp=none, then rerun (resume=auto restarts "
-                "from that checkpoint)."
-            )
         self.optimizer.zero_grad(set_to_none=True)
         metrics = dict(metrics)
+        if bad.item():
+            self._non_finite(f"loss is {float(loss.detach())}", t, lr, metrics)
+            return float(loss.detach()), metrics, lr
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             self._clip_gradients(metrics)
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.optimizer)  # fp16: the scaler itself skips steps with inf gradients
             self.scaler.update()
         else:
             loss.backward()
+            # DDP's all-reduce has made the gradients equal on every rank: each takes the same branch.
+            if not self._gradients_finite():
+                self.optimizer.zero_grad(set_to_none=True)
+                self._non_finite("a gradient is NaN or infinite", t, lr, metrics)
+                return float(loss.detach()), metrics, lr
             self._clip_gradients(metrics)
             self.optimizer.step()
         self.method.on_after_optimizer_step(t, self.total_steps)
         self.step = t + 1
+        self._skips_in_a_row = 0
         return float(loss.detach()), metrics, lr
+
+    def _gradients_finite(self) -> bool:
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+    def _non_finite(self, what: str, t: int, lr: float, metrics: dict[str, float]) -> None:
+        """``optim.nonfinite``: stop before the update, or skip it (the step is consumed, the parameters and
+        optimiser state untouched) and count it; ten skips in a row stop the run."""
+        last = ck.find_latest(self.run_dir)
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        fix = (
+            "Lower optim.base_lr, add optim.warmup_steps or set amp=none, then rerun (resume=auto restarts "
+            "from that checkpoint)."
+        )
+        self._skips_in_a_row += 1
+        if self.cfg.optim.nonfinite == "skip" and self._skips_in_a_row < _MAX_SKIPS_IN_A_ROW:
+            self.skipped_steps += 1
+            metrics["skipped_steps"] = float(self.skipped_steps)
+            log.warning("step %d: %s; update skipped (%d skipped so far)", t + 1, what, self.skipped_steps)
+            self.step = t + 1
+            return
+        again = f" ({self._skips_in_a_row} steps in a row)" if self._skips_in_a_row > 1 else ""
+        raise NonFiniteLossError(
+            f"{what} at step {t + 1}{again} (lr {lr:.4g}); stopped before the update, {where}. {fix}"
+        )
 
     def _clip_gradients(self, metrics: dict[str, float]) -> None:
         """With ``optim.grad_clip > 0``: scale the gradients so their global L2 norm is at most that value
@@ -419,6 +479,10 @@ class Trainer:
     def fit(self, stop_at: int | None = None) -> TrainResult:
         """Train to ``total_steps`` (or stop early at step ``stop_at``, e.g. a time-limited job, with a
         checkpoint; the schedule still spans the full run). Resumes as ``config.resume`` says."""
+        with run_lock(self.run_dir) if self.rank == 0 else contextlib.nullcontext():
+            return self._fit(stop_at)
+
+    def _fit(self, stop_at: int | None) -> TrainResult:
         cfg = self.cfg
         self._seed_globals()
         resumed = self._resume()
