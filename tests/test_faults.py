@@ -138,3 +138,56 @@ def test_skip_mode_skips_and_counts_the_bad_update(tmp_path, caplog, what):
     )
     assert _finite_checkpoints(tmp_path)
     assert all(torch.isfinite(p).all() for p in trainer.method.parameters())
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """Every fsync of a file being written fails as on a full disk."""
+    import errno
+
+    import invarlab.atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(invarlab.atomic.os, "fsync", full)
+
+
+def _write_each(kind: str, tmp_path):
+    """Write one file of ``kind`` into ``tmp_path`` and return its path."""
+    from invarlab.results import record_result, results_path
+
+    if kind == "checkpoint":
+        return ck.atomic_save({"step": 1}, tmp_path / "checkpoints" / "step_00000001.pt")
+    if kind == "results":
+        record_result(tmp_path, "knn", "model", {"top1": 50.0})
+        return results_path(tmp_path)
+    if kind == "features":
+        from invarlab.eval.features import Encoder, cached_features
+        from test_eval_features import Images, _net
+
+        backbone, head = _net()
+        cached_features(tmp_path, Encoder(backbone, head, "k", "s"), Images(n=4), "imgs")
+        return tmp_path / "features" / "k" / "imgs-pooled.pt"
+    from invarlab.report import write_report
+
+    return write_report(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "results", "features", "report"])
+def test_a_full_disk_leaves_the_previous_file_and_names_it(tmp_path, kind, request):
+    from invarlab.errors import StorageError
+
+    (tmp_path / "config.yaml").write_text("method:\n  name: moco\n")
+    path = _write_each(kind, tmp_path)
+    before = path.read_bytes()
+    if kind == "features":  # a second call would hit the cache: make the cached file stale (wrong length)
+        torch.save({"features": torch.zeros(1, 2), "labels": torch.zeros(1)}, path)
+        before = path.read_bytes()
+    request.getfixturevalue("disk_full")
+    with pytest.raises(
+        StorageError, match=rf"{path.name}: cannot write the .*No space left on device.*unchanged"
+    ):
+        _write_each(kind, tmp_path)
+    assert path.read_bytes() == before
+    assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]  # no temporary left behind

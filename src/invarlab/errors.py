@@ -17,3 +17,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable, of an unknown layout, or does not fit the model."""
+
+
+class StorageError(UserError):
+    """A file could not be written (disk full, read-only file system, permissions); the previous one is intact."""

@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from invarlab.atomic import atomic_write_text
+
 __all__ = ["RESULTS_FILE", "load_results", "record_result", "results_path"]
 
 RESULTS_FILE = "results.json"
@@ -64,11 +66,7 @@ def record_result(
     results.setdefault(evaluation, {})[representation] = _clean(values)
     if meta is not None:
         results.setdefault("_meta", {})[evaluation] = _clean(meta)
-    path = results_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(results_path(run_dir), json.dumps(results, indent=2, sort_keys=True) + "\n", "results")
     return results
 
 

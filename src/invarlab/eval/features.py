@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from invarlab.atomic import atomic_write
 from invarlab.errors import CheckpointError
 from invarlab.nets.backbones import ResNet, build_backbone
 from invarlab.nets.checkpoints import detect_layout, load_checkpoint, read_checkpoint
@@ -337,8 +338,5 @@ def cached_features(
         except (RuntimeError, EOFError, KeyError, OSError):
             pass  # unreadable cache: recompute and overwrite
     feats, labels = extract(encoder, dataset, layer, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"features": feats, "labels": labels}, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save({"features": feats, "labels": labels}, fh), "feature cache")
     return feats, labels

@@ -9,7 +9,6 @@ anywhere, offline, with no JavaScript. Sections nobody evaluated say so, with th
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 from collections.abc import Sequence
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from invarlab import __version__
-from invarlab.errors import ConfigError, DataError
+from invarlab.atomic import atomic_write_text
+from invarlab.errors import ConfigError
 from invarlab.report import markup, plots, sections
 from invarlab.report import tables as tb
 from invarlab.report.looc import is_looc_key, looc_section
@@ -154,18 +154,7 @@ def render_report(run: RunData) -> str:
 
 
 def _atomic_write(text: str, out: Path) -> Path:
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise DataError(
-            f"{out}: cannot write the report ({err.strerror or err}); choose another --out"
-        ) from err
-    return out
+    return atomic_write_text(out, text, "report")
 
 
 def _out_path(out: str | os.PathLike[str] | None, default: Path) -> Path:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from invarlab.atomic import atomic_write_text
 from invarlab.study.runner import Cell
 from invarlab.study.spec import Study
 from invarlab.study.stats import bootstrap_interval, mean_interval, verdict
@@ -224,12 +224,11 @@ def write_study(study: Study, all_cells: list[Cell], bootstrap: bool = False) ->
     """Write ``study.json``, ``study.md`` and ``study.html`` into the study folder (each atomically)."""
     data = aggregate(study, all_cells, bootstrap)
     study.out.mkdir(parents=True, exist_ok=True)
-    for name, text in (
+    pages = (
         ("study.json", json.dumps(data, indent=1)),
         ("study.md", markdown(data)),
         ("study.html", html(data)),
-    ):
-        tmp = study.out / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, study.out / name)
+    )
+    for name, text in pages:
+        atomic_write_text(study.out / name, text, "study page")
     return study.out / "study.html"

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from invarlab.atomic import atomic_write_text
 from invarlab.errors import ConfigError
 from invarlab.study.spec import Study
 
@@ -81,9 +82,8 @@ def _check_recorded(cell: Cell) -> None:
 
 
 def _finish(cell: Cell, seconds: float) -> None:
-    tmp = cell.dir / (DONE_FILE + ".tmp")
-    tmp.write_text(json.dumps({"args": cell.args, "seconds": round(seconds, 1)}, indent=1))
-    os.replace(tmp, cell.dir / DONE_FILE)
+    record = json.dumps({"args": cell.args, "seconds": round(seconds, 1)}, indent=1)
+    atomic_write_text(cell.dir / DONE_FILE, record, "study cell record")
 
 
 def _run_here(cell: Cell) -> None:

@@ -19,13 +19,13 @@ import contextlib
 import os
 import random
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from invarlab.atomic import TMP_MARK, atomic_write
 from invarlab.errors import CheckpointError
 from invarlab.nets.checkpoints import read_checkpoint
 
@@ -44,7 +44,7 @@ __all__ = [
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
-_TMP_MARK = ".tmp-"
+_TMP_MARK = TMP_MARK
 # Keys a training checkpoint must hold for a resume; anything else may be added freely.
 REQUIRED = ("method_state", "optimizer", "step", "rng")
 
@@ -54,36 +54,11 @@ def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Directory fsync makes the rename itself durable; not possible (nor needed) on Windows.
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (temporary file in the same directory, fsync, os.replace).
-
-    On any failure, including KeyboardInterrupt, the temporary file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-    return path
+    """``torch.save(obj)`` to ``path`` atomically (:func:`invarlab.atomic.atomic_write`: temporary file in the
+    same directory, fsync, os.replace). On any failure, including KeyboardInterrupt, the temporary file is
+    removed and ``path`` is untouched; a full disk or read-only folder is a StorageError naming the file."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh), "checkpoint")
 
 
 def _ckpt_dir(run_dir: str | os.PathLike[str]) -> Path:
