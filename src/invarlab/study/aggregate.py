@@ -127,6 +127,9 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     for t in data["tables"]:
         cols = list(t["columns"])
+        if not cols:
+            lines += [f"## {t['title']}", "", "No finished cell has these metrics yet.", ""]
+            continue
         lines += [
             f"## {t['title']}",
             "",
@@ -184,6 +187,11 @@ def html(data: dict[str, Any]) -> str:
     sections, nav = [], []
     for i, t in enumerate(data["tables"]):
         cols = list(t["columns"])
+        if not cols:
+            body = [markup.hint("no finished cell has these metrics yet", None)]
+            sections.append(markup.section(f"table-{i}", t["title"], body))
+            nav.append((f"table-{i}", t["title"].split(" (")[0]))
+            continue
         table = tb.Table(
             columns=cols, rows=[(r, [_cell(v[c]) for c in cols]) for r, v in t["rows"].items()], corner="run"
         )
