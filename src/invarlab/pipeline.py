@@ -43,7 +43,7 @@ def run_pipeline(cfg: RunConfig) -> Path:
     timings = {}
     eval_cfg, classify_sets = _eval_setup(cfg)
     start = time.perf_counter()
-    result = train(cfg.train)
+    result = train(cfg.train, classify_sets)  # the sets evaluation reuses: built once
     timings["train"] = time.perf_counter() - start
     run_dir = Path(result.run_dir)
 
@@ -69,7 +69,9 @@ def _eval_setup(cfg: RunConfig) -> tuple[EvalConfig, tuple[Any, Any] | None]:
     SVM) are left out, and the report says so. Checked before training, so a folder without a labelled test
     set fails at once."""
     data = cfg.train.data
-    if data.source not in ("folder", "cifar10", "cifar100", "stl10") or cfg.eval.classify.dataset != "world":
+    from invarlab.data.classification import ARRAY_SOURCES
+
+    if data.source not in ("folder", *ARRAY_SOURCES) or cfg.eval.classify.dataset != "world":
         return cfg.eval, None
     from invarlab.errors import ConfigError
     from invarlab.eval.classify_config import CLASSIFY_EVALUATIONS

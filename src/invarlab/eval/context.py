@@ -182,7 +182,7 @@ class EvalContext:
             c = self.cfg.svm
             if not c.root:
                 raise ConfigError("svm.dataset=voc needs the VOC folder: --root PATH (eval: svm.root=PATH)")
-            size = c.image_size or self.image_size or 224
+            size = c.image_size or self.classify_size
             resize = round(size * 256 / 224)
             splits = []
             for split in ("trainval", "test"):

@@ -81,9 +81,9 @@ def build_datasets(data: DataConfig, seed: int) -> tuple[Dataset, Dataset | None
         from invarlab.data.video import VideoFrames, open_videos
 
         return VideoFrames(open_videos(data.root), data.image_size or 64, data.resize or None), None
-    if data.source in ("cifar10", "cifar100", "stl10"):  # native 32 / 96 px; the test split is the monitor
-        from invarlab.data.classification import array_split
+    from invarlab.data.classification import ARRAY_SOURCES, array_split
 
+    if data.source in ARRAY_SOURCES:  # native 32 / 96 px; the test split is the monitor
         train = _sampled(array_split(data.source, data.root, "train"), data)
         test = array_split(data.source, data.root, "test")
         # A class subset (data.classes) trains on some classes: the monitor scores those only.
@@ -145,8 +145,10 @@ def _build_method(cfg: TrainConfig, num_classes: int | None) -> Any:
     return build_method(cfg.method, num_classes)
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Build data and method from ``config`` and train (resuming as ``config.resume`` says).
+def train(config: TrainConfig, datasets: tuple[Dataset, Dataset | None] | None = None) -> TrainResult:
+    """Build data and method from ``config`` and train (resuming as ``config.resume`` says). ``datasets``
+    (optional) is ``build_datasets(config.data, config.seed)`` already built by the caller, so a folder is
+    not scanned twice.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) this joins the process group (gloo on CPU, nccl on CUDA) and
     leaves it at the end; every rank builds the method from the same seed.
@@ -155,7 +157,7 @@ def train(config: TrainConfig) -> TrainResult:
     check_train_config(config, device.type)
     own_group = init_distributed(device)
     try:
-        train_set, monitor_set = build_datasets(config.data, config.seed)
+        train_set, monitor_set = datasets or build_datasets(config.data, config.seed)
         torch.manual_seed(mix_seed(config.seed, "init"))  # the same initial weights on every rank
         method = _build_method(config, getattr(train_set, "num_classes", None))
         return Trainer(config, method, train_set, monitor_set, device=device).fit()
